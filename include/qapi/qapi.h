@@ -1,0 +1,60 @@
+/*
+ * Options: parsing and schema checking (implemented in qapi/).
+ *
+ * Option trees are json-glib JsonObjects. Whatever the source — a dotted
+ * "key=value,..." string, JSON text, a "json:{...}" pseudo-filename, a QMP
+ * command's arguments — the tree is checked against one schema
+ * (qapi/*.json), which converts keyval strings to their types, fills in
+ * defaults and rejects unknown keys, bad enum values, wrong types and
+ * missing required keys with an error naming the key and the value.
+ *
+ * After qapi_check() a consumer (a block driver's open, say) reads typed
+ * members directly with json_object_get_*_member(): every optional member
+ * that has a schema default is present.
+ */
+#ifndef QAPI_QAPI_H
+#define QAPI_QAPI_H
+
+#include <json-glib/json-glib.h>
+#include <stdbool.h>
+
+#include "util/error.h"
+
+/*
+ * Parses "key=value,key2.sub=value,..." into a tree of string leaves.
+ * Dotted keys nest; ",," is a literal comma. If implied_key is non-NULL, a
+ * first element without '=' is its value ("disk.img" -> filename=disk.img).
+ */
+JsonObject *keyval_parse(const char *params, const char *implied_key, Error **errp);
+
+/* Parses JSON text (or "json:{...}") that must be an object. */
+JsonObject *qapi_parse_json_object(const char *text, Error **errp);
+
+/*
+ * Parses either form: text starting with '{' or "json:" is JSON, anything
+ * else keyval. *from_keyval tells which, for qapi_check().
+ */
+JsonObject *qapi_parse_options(const char *text, const char *implied_key,
+                               bool *from_keyval, Error **errp);
+
+/*
+ * Checks opts in place against the schema type `type_name` (e.g.
+ * "BlockdevOptions", a union on "driver"). from_keyval: leaves are strings
+ * to convert ("on"/"off", "4k" sizes, numbers). Fills defaults. On error,
+ * returns false with a message naming the dotted key (e.g.
+ * "Parameter 'cache.direct' expects 'on' or 'off'"); opts may be partly
+ * converted then and should be discarded.
+ */
+bool qapi_check(const char *type_name, JsonObject *opts, bool from_keyval, Error **errp);
+
+/*
+ * Expands -drive style shorthands (file=, format=, cache=, aio=, if=none,
+ * plus any driver key) into a BlockdevOptions tree (format node over a file
+ * node). Returns a new tree or NULL with errp.
+ */
+JsonObject *qapi_drive_to_blockdev(JsonObject *drive, Error **errp);
+
+/* Looks up the index of an enum value in schema enum `enum_name`, or -1. */
+int qapi_enum_parse(const char *enum_name, const char *value);
+
+#endif
