@@ -187,6 +187,33 @@ int64_t aio_context_poll_ns(AioContext *ctx);
 /* The context as a GSource: attach it to a GMainContext to let a GMainLoop drive it. */
 GSource *aio_get_g_source(AioContext *ctx);
 
+/* ---- Sharing the io_uring fd monitor's ring ---------------------------------- */
+
+struct io_uring;
+
+/*
+ * The io_uring fd monitor owns one ring per context. Another user in the
+ * same thread (the io_uring AIO engine) may put its own SQEs on it, so one
+ * io_uring_enter() both submits I/O and waits for fd events. Rule: every
+ * such SQE's user_data has its low 3 bits equal to AIO_FDMON_CQE_FOREIGN_TAG
+ * (tag an 8-byte aligned pointer with `ptr | 1`); the fd monitor copies those
+ * CQEs and hands them to the registered handler during aio_poll()'s dispatch
+ * phase (never from inside the wait). Unsubmitted SQEs are submitted by the
+ * next aio_poll(); call io_uring_submit() to start them earlier.
+ */
+#define AIO_FDMON_CQE_FOREIGN_TAG 1ull
+typedef void AioFdMonCqeHandler(void *opaque, uint64_t user_data,
+                                int32_t res, uint32_t flags);
+
+/* The fd monitor's ring, or NULL unless the io_uring fd monitor is active. */
+struct io_uring *aio_context_get_fdmon_ring(AioContext *ctx);
+/*
+ * Sets the handler of foreign CQEs (owning thread). The ring goes away when
+ * the fd monitor is switched: do not switch with foreign requests in flight.
+ */
+void aio_context_set_fdmon_cqe_handler(AioContext *ctx, AioFdMonCqeHandler *cb,
+                                       void *opaque);
+
 /* ---- Cross-thread waiting ---------------------------------------------------- */
 
 /*

@@ -1,0 +1,740 @@
+/*
+ * AioContext unit tests: bottom halves, timers, fd handlers, external
+ * handlers, nesting, fd monitors, busy polling, GSource.
+ *
+ * Tests that involve fd monitoring are registered once per fd monitor, with
+ * the monitor's name as the last path component (e.g. /aio/bh/order/epoll);
+ * the io_uring variants skip when io_uring cannot be set up here.
+ * No assertion bounds how long anything takes.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "block/aio.h"
+
+#define container_of(ptr, type, member) \
+    ((type *)((char *)(ptr) - offsetof(type, member)))
+
+typedef struct {
+    const char *name;
+    AioFdMonType type;
+} FdMon;
+
+static const FdMon fdmons[] = {
+    { "poll", AIO_FDMON_POLL },
+    { "epoll", AIO_FDMON_EPOLL },
+    { "io_uring", AIO_FDMON_IO_URING },
+};
+
+/* A context on the given monitor, or NULL after g_test_skip(). */
+static AioContext *ctx_new(const FdMon *mon)
+{
+    AioContext *ctx = aio_context_new(&error_abort);
+    Error *err = NULL;
+
+    if (!aio_context_set_fdmon(ctx, mon->type, &err)) {
+        g_test_skip(error_get_pretty(err));
+        error_free(err);
+        aio_context_unref(ctx);
+        return NULL;
+    }
+    g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, mon->name);
+    return ctx;
+}
+
+#define CTX_OR_SKIP(ctx, data)                 \
+    AioContext *ctx = ctx_new(data);           \
+    if (!ctx) {                                \
+        return;                                \
+    }
+
+/* ---- bottom halves ---------------------------------------------------------------- */
+
+typedef struct {
+    GString *log;
+    char tag;
+    AioBH *bh;
+    AioContext *ctx;
+    int runs;
+} BHData;
+
+static void bh_log(void *opaque)
+{
+    BHData *d = opaque;
+    g_string_append_c(d->log, d->tag);
+    d->runs++;
+}
+
+static void test_bh_schedule(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    GString *log = g_string_new("");
+    BHData d = { .log = log, .tag = 'a' };
+    AioBH *bh = aio_bh_new(ctx, bh_log, &d);
+
+    aio_bh_schedule(bh);
+    aio_bh_schedule(bh);      /* idempotent while pending */
+    g_assert_true(aio_poll(ctx, false));
+    g_assert_cmpint(d.runs, ==, 1);
+    g_assert_false(aio_poll(ctx, false));
+    g_assert_cmpint(d.runs, ==, 1);
+
+    aio_bh_schedule(bh);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(d.runs, ==, 2);
+
+    aio_bh_delete(bh);
+    g_string_free(log, TRUE);
+    aio_context_unref(ctx);
+}
+
+static void test_bh_order(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    GString *log = g_string_new("");
+    BHData d[4];
+    AioBH *bh[4];
+
+    for (int i = 0; i < 4; i++) {
+        d[i] = (BHData) { .log = log, .tag = (char)('a' + i) };
+        bh[i] = aio_bh_new(ctx, bh_log, &d[i]);
+    }
+    aio_bh_schedule(bh[2]);
+    aio_bh_schedule(bh[0]);
+    aio_bh_schedule(bh[3]);
+    aio_bh_schedule(bh[1]);
+    g_assert_true(aio_poll(ctx, false));
+    g_assert_cmpstr(log->str, ==, "cadb");
+
+    for (int i = 0; i < 4; i++) {
+        aio_bh_delete(bh[i]);
+    }
+    g_string_free(log, TRUE);
+    aio_context_unref(ctx);
+}
+
+static void test_bh_delete_pending(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    GString *log = g_string_new("");
+    BHData a = { .log = log, .tag = 'a' }, b = { .log = log, .tag = 'b' };
+    AioBH *bha = aio_bh_new(ctx, bh_log, &a);
+    AioBH *bhb = aio_bh_new(ctx, bh_log, &b);
+
+    aio_bh_schedule(bha);
+    aio_bh_schedule(bhb);
+    aio_bh_delete(bha);       /* freed by the poll that dequeues it (ASan checks) */
+    g_assert_true(aio_poll(ctx, false));
+    g_assert_cmpstr(log->str, ==, "b");
+
+    aio_bh_delete(bhb);
+    g_string_free(log, TRUE);
+    aio_context_unref(ctx);
+}
+
+static void bh_delete_self(void *opaque)
+{
+    BHData *d = opaque;
+    d->runs++;
+    aio_bh_delete(d->bh);
+}
+
+static void bh_reschedule_then_delete_self(void *opaque)
+{
+    BHData *d = opaque;
+    d->runs++;
+    aio_bh_schedule(d->bh);
+    aio_bh_delete(d->bh);     /* pending: freed later without running */
+}
+
+static void test_bh_delete_in_callback(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    BHData d = { 0 }, e = { 0 };
+
+    d.bh = aio_bh_new(ctx, bh_delete_self, &d);
+    aio_bh_schedule(d.bh);
+    g_assert_true(aio_poll(ctx, false));
+    g_assert_cmpint(d.runs, ==, 1);
+
+    e.bh = aio_bh_new(ctx, bh_reschedule_then_delete_self, &e);
+    aio_bh_schedule(e.bh);
+    g_assert_true(aio_poll(ctx, false));
+    g_assert_false(aio_poll(ctx, false));
+    g_assert_cmpint(e.runs, ==, 1);
+    aio_context_unref(ctx);
+}
+
+static void test_bh_cancel(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    GString *log = g_string_new("");
+    BHData d = { .log = log, .tag = 'x' };
+    AioBH *bh = aio_bh_new(ctx, bh_log, &d);
+
+    aio_bh_schedule(bh);
+    aio_bh_cancel(bh);
+    aio_poll(ctx, false);
+    g_assert_cmpint(d.runs, ==, 0);
+    aio_bh_schedule(bh);      /* schedulable again after a cancel */
+    g_assert_true(aio_poll(ctx, false));
+    g_assert_cmpint(d.runs, ==, 1);
+
+    aio_bh_delete(bh);
+    g_string_free(log, TRUE);
+    aio_context_unref(ctx);
+}
+
+static void bh_reschedule_once(void *opaque)
+{
+    BHData *d = opaque;
+    if (d->runs++ == 0) {
+        aio_bh_schedule(d->bh);
+    }
+}
+
+static void test_bh_reschedule_in_callback(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    BHData d = { 0 };
+
+    d.bh = aio_bh_new(ctx, bh_reschedule_once, &d);
+    aio_bh_schedule(d.bh);
+    g_assert_true(aio_poll(ctx, false));
+    g_assert_cmpint(d.runs, ==, 1);   /* not again in the same poll */
+    g_assert_true(aio_poll(ctx, false));
+    g_assert_cmpint(d.runs, ==, 2);
+    g_assert_false(aio_poll(ctx, false));
+    aio_bh_delete(d.bh);
+    aio_context_unref(ctx);
+}
+
+static void bh_nested_poll(void *opaque)
+{
+    BHData *d = opaque;
+    g_string_append_c(d->log, '[');
+    /* The rest of this batch must be able to run in here. */
+    while (aio_poll(d->ctx, false)) {
+    }
+    g_string_append_c(d->log, ']');
+}
+
+static void test_bh_nested(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    GString *log = g_string_new("");
+    BHData n = { .log = log, .ctx = ctx };
+    BHData b = { .log = log, .tag = 'b' }, c = { .log = log, .tag = 'c' };
+    AioBH *bhn = aio_bh_new(ctx, bh_nested_poll, &n);
+    AioBH *bhb = aio_bh_new(ctx, bh_log, &b);
+    AioBH *bhc = aio_bh_new(ctx, bh_log, &c);
+
+    aio_bh_schedule(bhn);
+    aio_bh_schedule(bhb);
+    aio_bh_schedule(bhc);
+    g_assert_true(aio_poll(ctx, false));
+    g_assert_cmpstr(log->str, ==, "[bc]");
+    g_assert_cmpint(b.runs, ==, 1);
+    g_assert_cmpint(c.runs, ==, 1);
+
+    aio_bh_delete(bhn);
+    aio_bh_delete(bhb);
+    aio_bh_delete(bhc);
+    g_string_free(log, TRUE);
+    aio_context_unref(ctx);
+}
+
+/* ---- cross-thread wakeup ------------------------------------------------------------ */
+
+typedef struct {
+    AioContext *ctx;
+    int ran;              /* atomic */
+    bool use_bh;
+} WakeData;
+
+static void wake_bh(void *opaque)
+{
+    WakeData *w = opaque;
+    __atomic_store_n(&w->ran, 1, __ATOMIC_RELEASE);
+}
+
+static void *wake_thread(void *opaque)
+{
+    WakeData *w = opaque;
+    g_usleep(20000);      /* let the main thread fall asleep first (not asserted) */
+    if (w->use_bh) {
+        aio_bh_schedule_oneshot(w->ctx, wake_bh, w);
+    } else {
+        aio_notify(w->ctx);
+    }
+    return NULL;
+}
+
+static void test_notify_cross_thread(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    WakeData w = { .ctx = ctx };
+    pthread_t th;
+
+    g_assert_cmpint(pthread_create(&th, NULL, wake_thread, &w), ==, 0);
+    /* Nothing else is registered: only the notification can end this. */
+    g_assert_false(aio_poll(ctx, true));
+    pthread_join(th, NULL);
+
+    w.use_bh = true;
+    g_assert_cmpint(pthread_create(&th, NULL, wake_thread, &w), ==, 0);
+    while (!__atomic_load_n(&w.ran, __ATOMIC_ACQUIRE)) {
+        aio_poll(ctx, true);
+    }
+    pthread_join(th, NULL);
+    aio_context_unref(ctx);
+}
+
+/* ---- timers --------------------------------------------------------------------------- */
+
+typedef struct {
+    AioTimer timer;
+    GString *log;
+    char tag;
+    int64_t fired_ns;
+    int fired;
+} TimerData;
+
+static void timer_cb(void *opaque)
+{
+    TimerData *t = opaque;
+    t->fired_ns = aio_clock_get_ns(t->timer.clock);
+    t->fired++;
+    if (t->log) {
+        g_string_append_c(t->log, t->tag);
+    }
+}
+
+static void test_timer_order(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    GString *log = g_string_new("");
+    TimerData t[4];
+    /* Deliberately armed out of order; 'b' and 'd' share a deadline. */
+    const int64_t offset_us[4] = { 3000, 1000, 2000, 1000 };
+    int64_t now = aio_clock_get_ns(AIO_CLOCK_MONOTONIC);
+
+    for (int i = 0; i < 4; i++) {
+        t[i] = (TimerData) { .log = log, .tag = (char)('a' + i) };
+        aio_timer_init(&t[i].timer, ctx, AIO_CLOCK_MONOTONIC, timer_cb, &t[i]);
+        aio_timer_mod_ns(&t[i].timer, now + offset_us[i] * 1000);
+        g_assert_true(aio_timer_pending(&t[i].timer));
+    }
+    while (log->len < 4) {
+        aio_poll(ctx, true);
+    }
+    g_assert_cmpstr(log->str, ==, "bdca");
+    for (int i = 0; i < 4; i++) {
+        g_assert_cmpint(t[i].fired, ==, 1);
+        g_assert_cmpint(t[i].fired_ns, >=, now + offset_us[i] * 1000);
+        g_assert_false(aio_timer_pending(&t[i].timer));
+    }
+    g_string_free(log, TRUE);
+    aio_context_unref(ctx);
+}
+
+/* Deadlines that are not whole ms: a ms-rounding wait would fire some early. */
+static void test_timer_precision(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+
+    for (int clock = 0; clock < AIO_CLOCK_MAX; clock++) {
+        for (int i = 0; i < 12; i++) {
+            TimerData t = { 0 };
+            int64_t expire = aio_clock_get_ns(clock) + 50000 + i * 137321;
+
+            aio_timer_init(&t.timer, ctx, clock, timer_cb, &t);
+            aio_timer_mod_ns(&t.timer, expire);
+            while (!t.fired) {
+                aio_poll(ctx, true);
+            }
+            g_assert_cmpint(t.fired, ==, 1);
+            g_assert_cmpint(t.fired_ns, >=, expire);
+        }
+    }
+    aio_context_unref(ctx);
+}
+
+static void test_timer_del_and_rearm(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    TimerData a = { 0 }, b = { 0 };
+    int64_t now = aio_clock_get_ns(AIO_CLOCK_MONOTONIC);
+    AioTimer *heap;
+
+    aio_timer_init(&a.timer, ctx, AIO_CLOCK_MONOTONIC, timer_cb, &a);
+    aio_timer_init(&b.timer, ctx, AIO_CLOCK_MONOTONIC, timer_cb, &b);
+    aio_timer_mod_ns(&a.timer, now + 1000000);
+    aio_timer_mod_ns(&b.timer, now + 2000000);
+    aio_timer_del(&a.timer);
+    aio_timer_del(&a.timer);          /* no-op */
+    g_assert_false(aio_timer_pending(&a.timer));
+    aio_timer_mod_ns(&b.timer, now + 500000);   /* re-arming moves it */
+    while (!b.fired) {
+        aio_poll(ctx, true);
+    }
+    g_assert_cmpint(a.fired, ==, 0);
+    g_assert_cmpint(b.fired, ==, 1);
+    g_assert_cmpint(b.fired_ns, >=, now + 500000);
+
+    heap = aio_timer_new(ctx, AIO_CLOCK_REALTIME, timer_cb, &a);
+    aio_timer_mod_ns(heap, aio_clock_get_ns(AIO_CLOCK_REALTIME) + 100000000);
+    aio_timer_free(heap);             /* pending: disarmed and freed */
+    g_assert_false(aio_poll(ctx, false));
+    aio_context_unref(ctx);
+}
+
+/* ---- fd handlers ------------------------------------------------------------------------ */
+
+typedef struct {
+    AioContext *ctx;
+    EventNotifier e;
+    int reads;
+    int other_fd;         /* handler to remove, or -1 */
+    bool remove_self;
+} FdData;
+
+static void fd_read_cb(void *opaque)
+{
+    FdData *d = opaque;
+    d->reads++;
+    event_notifier_test_and_clear(&d->e);
+    if (d->remove_self) {
+        aio_set_fd_handler(d->ctx, d->e.fd, false, NULL, NULL, NULL, NULL, NULL);
+    }
+    if (d->other_fd >= 0) {
+        aio_set_fd_handler(d->ctx, d->other_fd, false, NULL, NULL, NULL, NULL, NULL);
+    }
+}
+
+static void fd_data_init(FdData *d, AioContext *ctx)
+{
+    *d = (FdData) { .ctx = ctx, .other_fd = -1 };
+    g_assert_cmpint(event_notifier_init(&d->e, false), ==, 0);
+}
+
+static void test_fd_read(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    FdData d;
+
+    fd_data_init(&d, ctx);
+    aio_set_fd_handler(ctx, d.e.fd, false, fd_read_cb, NULL, NULL, NULL, &d);
+    g_assert_false(aio_poll(ctx, false));
+    g_assert_cmpint(event_notifier_set(&d.e), ==, 0);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(d.reads, ==, 1);
+    g_assert_false(aio_poll(ctx, false));    /* level cleared by the handler */
+
+    aio_set_fd_handler(ctx, d.e.fd, false, NULL, NULL, NULL, NULL, NULL);
+    event_notifier_set(&d.e);
+    g_assert_false(aio_poll(ctx, false));
+    g_assert_cmpint(d.reads, ==, 1);
+    event_notifier_cleanup(&d.e);
+    aio_context_unref(ctx);
+}
+
+typedef struct {
+    int fds[2];
+    int writes;
+} PipeData;
+
+static void pipe_write_cb(void *opaque)
+{
+    PipeData *p = opaque;
+    p->writes++;
+}
+
+static void test_fd_write(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    PipeData p = { 0 };
+
+    g_assert_cmpint(pipe2(p.fds, O_NONBLOCK | O_CLOEXEC), ==, 0);
+    aio_set_fd_handler(ctx, p.fds[1], false, NULL, pipe_write_cb, NULL, NULL, &p);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(p.writes, ==, 1);
+    aio_set_fd_handler(ctx, p.fds[1], false, NULL, NULL, NULL, NULL, NULL);
+    close(p.fds[0]);
+    close(p.fds[1]);
+    aio_context_unref(ctx);
+}
+
+static void en_read_cb(EventNotifier *e)
+{
+    FdData *d = container_of(e, FdData, e);
+    d->reads++;
+    event_notifier_test_and_clear(e);
+}
+
+static void test_event_notifier(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    FdData d;
+
+    fd_data_init(&d, ctx);
+    aio_set_event_notifier(ctx, &d.e, false, en_read_cb, NULL, NULL);
+    for (int i = 1; i <= 3; i++) {
+        event_notifier_set(&d.e);
+        event_notifier_set(&d.e);     /* coalesces */
+        g_assert_true(aio_poll(ctx, true));
+        g_assert_cmpint(d.reads, ==, i);
+        g_assert_false(aio_poll(ctx, false));
+    }
+    aio_set_event_notifier(ctx, &d.e, false, NULL, NULL, NULL);
+    event_notifier_cleanup(&d.e);
+
+    g_assert_cmpint(event_notifier_init(&d.e, true), ==, 0);   /* starts signalled */
+    g_assert_true(event_notifier_test_and_clear(&d.e));
+    g_assert_false(event_notifier_test_and_clear(&d.e));
+    event_notifier_cleanup(&d.e);
+    aio_context_unref(ctx);
+}
+
+/* Two ready fds whose handlers each remove the other: exactly one runs. */
+static void test_fd_remove_other_in_dispatch(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    FdData a, b;
+
+    fd_data_init(&a, ctx);
+    fd_data_init(&b, ctx);
+    a.other_fd = b.e.fd;
+    b.other_fd = a.e.fd;
+    aio_set_fd_handler(ctx, a.e.fd, false, fd_read_cb, NULL, NULL, NULL, &a);
+    aio_set_fd_handler(ctx, b.e.fd, false, fd_read_cb, NULL, NULL, NULL, &b);
+    event_notifier_set(&a.e);
+    event_notifier_set(&b.e);
+    /* Both ready at once (one wait): wait for both to be signalled first. */
+    g_assert_true(aio_poll(ctx, true));
+    while (aio_poll(ctx, false)) {
+    }
+    g_assert_cmpint(a.reads + b.reads, ==, 1);
+    event_notifier_cleanup(&a.e);
+    event_notifier_cleanup(&b.e);
+    aio_context_unref(ctx);
+}
+
+static void test_fd_remove_self_in_dispatch(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    FdData d;
+
+    fd_data_init(&d, ctx);
+    d.remove_self = true;
+    aio_set_fd_handler(ctx, d.e.fd, false, fd_read_cb, NULL, NULL, NULL, &d);
+    event_notifier_set(&d.e);
+    g_assert_true(aio_poll(ctx, true));
+    event_notifier_set(&d.e);
+    g_assert_false(aio_poll(ctx, false));
+    g_assert_cmpint(d.reads, ==, 1);
+    event_notifier_cleanup(&d.e);
+    aio_context_unref(ctx);
+}
+
+typedef struct {
+    AioContext *ctx;
+    FdData *added;
+    int runs;
+} AddData;
+
+static void fd_add_other_cb(void *opaque)
+{
+    AddData *ad = opaque;
+    ad->runs++;
+    aio_set_fd_handler(ad->ctx, ad->added->e.fd, false, fd_read_cb, NULL, NULL, NULL,
+                       ad->added);
+}
+
+static void test_fd_add_in_dispatch(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    FdData trigger, added;
+    AddData ad = { .ctx = ctx, .added = &added };
+
+    fd_data_init(&trigger, ctx);
+    fd_data_init(&added, ctx);
+    event_notifier_set(&added.e);
+    aio_set_fd_handler(ctx, trigger.e.fd, false, fd_add_other_cb, NULL, NULL, NULL, &ad);
+    event_notifier_set(&trigger.e);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(ad.runs, ==, 1);
+    /* trigger stays readable (its handler does not clear it) */
+    event_notifier_test_and_clear(&trigger.e);
+    while (added.reads == 0) {
+        aio_poll(ctx, true);
+    }
+    g_assert_cmpint(added.reads, ==, 1);
+    aio_set_fd_handler(ctx, trigger.e.fd, false, NULL, NULL, NULL, NULL, NULL);
+    aio_set_fd_handler(ctx, added.e.fd, false, NULL, NULL, NULL, NULL, NULL);
+    event_notifier_cleanup(&trigger.e);
+    event_notifier_cleanup(&added.e);
+    aio_context_unref(ctx);
+}
+
+/* ---- external handlers ----------------------------------------------------------------- */
+
+typedef struct {
+    AioContext *ctx;
+    FdData ext, internal;
+    int nested_ext_reads, nested_int_reads;
+} ExtData;
+
+static void ext_nested_bh(void *opaque)
+{
+    ExtData *x = opaque;
+
+    aio_disable_external(x->ctx);
+    g_assert_true(aio_external_disabled(x->ctx));
+    event_notifier_set(&x->ext.e);
+    event_notifier_set(&x->internal.e);
+    while (x->internal.reads == 0) {
+        aio_poll(x->ctx, true);
+    }
+    while (aio_poll(x->ctx, false)) {
+    }
+    x->nested_ext_reads = x->ext.reads;
+    x->nested_int_reads = x->internal.reads;
+    aio_enable_external(x->ctx);
+}
+
+static void test_external_nested(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    ExtData x = { .ctx = ctx };
+
+    fd_data_init(&x.ext, ctx);
+    fd_data_init(&x.internal, ctx);
+    aio_set_fd_handler(ctx, x.ext.e.fd, true, fd_read_cb, NULL, NULL, NULL, &x.ext);
+    aio_set_fd_handler(ctx, x.internal.e.fd, false, fd_read_cb, NULL, NULL, NULL,
+                       &x.internal);
+    aio_bh_schedule_oneshot(ctx, ext_nested_bh, &x);
+    g_assert_true(aio_poll(ctx, false));
+    g_assert_cmpint(x.nested_int_reads, ==, 1);
+    g_assert_cmpint(x.nested_ext_reads, ==, 0);
+    g_assert_false(aio_external_disabled(ctx));
+    /* Enabled again: the event that waited is dispatched now. */
+    while (x.ext.reads == 0) {
+        aio_poll(ctx, true);
+    }
+    g_assert_cmpint(x.ext.reads, ==, 1);
+
+    /* Nesting counter. */
+    aio_disable_external(ctx);
+    aio_disable_external(ctx);
+    aio_enable_external(ctx);
+    event_notifier_set(&x.ext.e);
+    g_assert_false(aio_poll(ctx, false));
+    aio_enable_external(ctx);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(x.ext.reads, ==, 2);
+
+    aio_set_fd_handler(ctx, x.ext.e.fd, false, NULL, NULL, NULL, NULL, NULL);
+    aio_set_fd_handler(ctx, x.internal.e.fd, false, NULL, NULL, NULL, NULL, NULL);
+    event_notifier_cleanup(&x.ext.e);
+    event_notifier_cleanup(&x.internal.e);
+    aio_context_unref(ctx);
+}
+
+/* ---- fd monitor switching ----------------------------------------------------------------- */
+
+static void test_fdmon_switch(void)
+{
+    AioContext *ctx = aio_context_new(&error_abort);
+    enum { N = 100 };
+    FdData d[N];
+
+    g_assert_true(aio_context_set_fdmon(ctx, AIO_FDMON_POLL, &error_abort));
+    for (int i = 0; i < N; i++) {
+        fd_data_init(&d[i], ctx);
+        aio_set_fd_handler(ctx, d[i].e.fd, false, fd_read_cb, NULL, NULL, NULL, &d[i]);
+    }
+    aio_poll(ctx, false);
+    g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "epoll");
+    /* Still dispatches after the move. */
+    event_notifier_set(&d[N - 1].e);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(d[N - 1].reads, ==, 1);
+
+    /* Between the thresholds it stays on epoll (hysteresis)... */
+    for (int i = 0; i < N - 40; i++) {
+        aio_set_fd_handler(ctx, d[i].e.fd, false, NULL, NULL, NULL, NULL, NULL);
+    }
+    aio_poll(ctx, false);
+    g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "epoll");
+    /* ... and goes back to poll below the lower one. */
+    for (int i = N - 40; i < N - 10; i++) {
+        aio_set_fd_handler(ctx, d[i].e.fd, false, NULL, NULL, NULL, NULL, NULL);
+    }
+    aio_poll(ctx, false);
+    g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "poll");
+    event_notifier_set(&d[N - 2].e);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(d[N - 2].reads, ==, 1);
+
+    for (int i = N - 10; i < N; i++) {
+        aio_set_fd_handler(ctx, d[i].e.fd, false, NULL, NULL, NULL, NULL, NULL);
+    }
+    for (int i = 0; i < N; i++) {
+        event_notifier_cleanup(&d[i].e);
+    }
+    aio_context_unref(ctx);
+}
+
+/* Explicit epoll never switches back. */
+static void test_fdmon_epoll_sticky(void)
+{
+    AioContext *ctx = aio_context_new(&error_abort);
+
+    g_assert_true(aio_context_set_fdmon(ctx, AIO_FDMON_EPOLL, &error_abort));
+    aio_poll(ctx, false);
+    g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "epoll");
+    aio_context_unref(ctx);
+}
+
+/* ---- registration ------------------------------------------------------------------------- */
+
+static void add_per_fdmon(const char *path, GTestDataFunc fn)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(fdmons); i++) {
+        char *p = g_strdup_printf("%s/%s", path, fdmons[i].name);
+        g_test_add_data_func(p, &fdmons[i], fn);
+        g_free(p);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+
+    add_per_fdmon("/aio/bh/schedule", test_bh_schedule);
+    add_per_fdmon("/aio/bh/order", test_bh_order);
+    add_per_fdmon("/aio/bh/delete-pending", test_bh_delete_pending);
+    add_per_fdmon("/aio/bh/delete-in-callback", test_bh_delete_in_callback);
+    add_per_fdmon("/aio/bh/cancel", test_bh_cancel);
+    add_per_fdmon("/aio/bh/reschedule-in-callback", test_bh_reschedule_in_callback);
+    add_per_fdmon("/aio/bh/nested-poll", test_bh_nested);
+    add_per_fdmon("/aio/notify/cross-thread", test_notify_cross_thread);
+    add_per_fdmon("/aio/timer/order", test_timer_order);
+    add_per_fdmon("/aio/timer/precision", test_timer_precision);
+    add_per_fdmon("/aio/timer/del-and-rearm", test_timer_del_and_rearm);
+    add_per_fdmon("/aio/fd/read", test_fd_read);
+    add_per_fdmon("/aio/fd/write", test_fd_write);
+    add_per_fdmon("/aio/fd/event-notifier", test_event_notifier);
+    add_per_fdmon("/aio/fd/remove-other-in-dispatch", test_fd_remove_other_in_dispatch);
+    add_per_fdmon("/aio/fd/remove-self-in-dispatch", test_fd_remove_self_in_dispatch);
+    add_per_fdmon("/aio/fd/add-in-dispatch", test_fd_add_in_dispatch);
+    add_per_fdmon("/aio/external/nested", test_external_nested);
+    g_test_add_func("/aio/fdmon/poll/switch-to-epoll-and-back", test_fdmon_switch);
+    g_test_add_func("/aio/fdmon/epoll/sticky", test_fdmon_epoll_sticky);
+    return g_test_run();
+}

@@ -1,0 +1,142 @@
+/*
+ * IOThreads: one thread per AioContext, looping on aio_poll(ctx, true).
+ * Stopping is itself a BH, so everything scheduled before iothread_destroy()
+ * runs first; after the loop ends the thread runs non-blocking iterations
+ * until nothing is left to do.
+ */
+#include <unistd.h>
+
+#include "aio-internal.h"
+#include "util/iothread.h"
+
+struct IOThread {
+    char *id;
+    AioContext *ctx;
+    GThread *thread;
+    int tid;
+    bool stopping;        /* set by the stop BH in the thread itself */
+    GMutex lock;          /* start handshake */
+    GCond cond;
+    bool started;
+};
+
+static gpointer iothread_run(gpointer opaque)
+{
+    IOThread *iothread = opaque;
+
+    aio_context_set_current(iothread->ctx);
+    g_mutex_lock(&iothread->lock);
+    iothread->tid = (int)gettid();
+    iothread->started = true;
+    g_cond_signal(&iothread->cond);
+    g_mutex_unlock(&iothread->lock);
+
+    while (!iothread->stopping) {
+        aio_poll(iothread->ctx, true);
+    }
+    while (aio_poll(iothread->ctx, false)) {
+        /* drain what the last callbacks scheduled */
+    }
+    aio_context_set_current(NULL);
+    return NULL;
+}
+
+IOThread *iothread_new(const char *id, Error **errp)
+{
+    IOThread *iothread;
+    GError *gerr = NULL;
+    AioContext *ctx;
+
+    if (!id || !*id) {
+        error_setg(errp, "IOThread id must not be empty");
+        return NULL;
+    }
+    ctx = aio_context_new(errp);
+    if (!ctx) {
+        return NULL;
+    }
+    iothread = g_new0(IOThread, 1);
+    iothread->id = g_strdup(id);
+    iothread->ctx = ctx;
+    g_mutex_init(&iothread->lock);
+    g_cond_init(&iothread->cond);
+
+    iothread->thread = g_thread_try_new(id, iothread_run, iothread, &gerr);
+    if (!iothread->thread) {
+        error_setg(errp, "Cannot start IOThread '%s': %s", id, gerr->message);
+        g_error_free(gerr);
+        aio_context_unref(ctx);
+        g_mutex_clear(&iothread->lock);
+        g_cond_clear(&iothread->cond);
+        g_free(iothread->id);
+        g_free(iothread);
+        return NULL;
+    }
+    g_mutex_lock(&iothread->lock);
+    while (!iothread->started) {
+        g_cond_wait(&iothread->cond, &iothread->lock);
+    }
+    g_mutex_unlock(&iothread->lock);
+    return iothread;
+}
+
+typedef struct {
+    AioContext *ctx;
+    int64_t max_ns, grow, shrink;
+} IOThreadPollParams;
+
+static void iothread_set_poll_params_bh(void *opaque)
+{
+    IOThreadPollParams *p = opaque;
+    aio_context_set_poll_params(p->ctx, p->max_ns, p->grow, p->shrink, &error_abort);
+}
+
+bool iothread_set_poll_params(IOThread *iothread, int64_t max_ns, int64_t grow,
+                              int64_t shrink, Error **errp)
+{
+    IOThreadPollParams p = { iothread->ctx, max_ns, grow, shrink };
+
+    if (max_ns < 0 || grow < 0 || shrink < 0) {
+        error_setg(errp, "IOThread '%s': poll-max-ns, poll-grow and poll-shrink must "
+                   "not be negative", iothread->id);
+        return false;
+    }
+    /* The window is the thread's own state: change it there. */
+    aio_wait_bh_oneshot(iothread->ctx, iothread_set_poll_params_bh, &p);
+    return true;
+}
+
+AioContext *iothread_get_aio_context(IOThread *iothread)
+{
+    return iothread->ctx;
+}
+
+const char *iothread_get_id(IOThread *iothread)
+{
+    return iothread->id;
+}
+
+int iothread_get_thread_id(IOThread *iothread)
+{
+    return iothread->tid;
+}
+
+static void iothread_stop_bh(void *opaque)
+{
+    IOThread *iothread = opaque;
+    iothread->stopping = true;
+}
+
+void iothread_destroy(IOThread *iothread)
+{
+    if (!iothread) {
+        return;
+    }
+    aio_bh_schedule_oneshot(iothread->ctx, iothread_stop_bh, iothread);
+    g_thread_join(iothread->thread);
+    aio_context_unref(iothread->ctx);
+    g_mutex_clear(&iothread->lock);
+    g_cond_clear(&iothread->cond);
+    g_free(iothread->id);
+    g_free(iothread);
+}
