@@ -175,6 +175,35 @@ RawAioEngine *raw_aio_engine_get(const RawAioOps *ops, AioContext *ctx,
 /* Drops a reference; the last one destroys the instance (draining it). */
 void raw_aio_engine_put(RawAioEngine *e);
 
+/*
+ * Performs the whole of req synchronously in the calling thread, with the
+ * semantics described at the top of this file: short reads and writes are
+ * continued, a read reaching EOF zero-fills the rest and succeeds, a write
+ * that makes no progress is -ENOSPC, EINTR/EAGAIN are retried. FLUSH is
+ * fdatasync; DISCARD punches a hole (BLKDISCARD with RAW_AIO_BLKDEV);
+ * WRITE_ZEROES uses fallocate(ZERO_RANGE), or with RAW_AIO_MAY_UNMAP a
+ * punched hole (BLKZEROOUT for block devices); both return -ENOTSUP when
+ * the file cannot do it without writing data (the block layer then writes
+ * zeroes unless RAW_AIO_NO_FALLBACK). A FUA write uses pwritev2(RWF_DSYNC)
+ * or pwritev + fdatasync. Does not touch req->cb. Returns 0 or -errno.
+ * Engines run it in worker threads; it blocks.
+ */
+int raw_aio_do_sync(RawAioReq *req);
+
+/* Helpers for engines that finish short transfers themselves. */
+/* Zeroes iov's bytes from `from` to its end. */
+void raw_aio_iov_memset_from(const struct iovec *iov, int niov, uint64_t from);
+/*
+ * Describes iov's bytes from `skip` to the end in dst (at most dst_max
+ * entries; the last may be cut short). Returns the number of entries used.
+ */
+int raw_aio_iov_slice(struct iovec *dst, int dst_max, const struct iovec *iov,
+                      int niov, uint64_t skip);
+/* Number of iov entries that hold bytes from `skip` on. */
+int raw_aio_iov_count_from(const struct iovec *iov, int niov, uint64_t skip);
+/* Whether offset is at or past the end of fd (regular file or block device). */
+bool raw_aio_fd_offset_at_eof(int fd, uint64_t offset);
+
 static inline int raw_aio_submit(RawAioEngine *e, RawAioReq *req)
 {
     return e->ops->submit(e, req);

@@ -1,0 +1,604 @@
+/*
+ * aio=native: Linux AIO (io_submit) for O_DIRECT files.
+ *
+ * One kernel AIO context per engine instance, i.e. per AioContext and
+ * configuration; only the AioContext's thread touches it, so nothing here
+ * locks. The instance owns a fixed array of `depth` slots, each holding the
+ * iocb of one request in the kernel (or prepared for it), so requests cost
+ * no allocation; the caller's RawAioReq points at its slot.
+ *
+ * Submission: a request takes a free slot, its iocb is prepared and added to
+ * the batch; unplugged, the batch goes out at once, plugged it goes out in
+ * one io_submit at the last unplug. With no free slot (or when earlier
+ * requests are still waiting) requests join the overflow FIFO and take slots
+ * as completions free them, in order. io_submit returning -EAGAIN leaves the
+ * batch in place until the next completion (or a bottom half when nothing is
+ * in flight).
+ *
+ * Completion: every iocb names the instance's eventfd (IOCB_FLAG_RESFD),
+ * registered with the AioContext. Completions are reaped from the AIO ring
+ * in user memory: the kernel maps it at the address io_setup returned and
+ * documents userland as a writer of `head`. That makes the poll function a
+ * pair of loads and lets the eventfd handler reap without io_getevents;
+ * io_getevents with a zero timeout would cost a syscall per poll, which is
+ * what busy polling exists to avoid. If the ring does not look like the
+ * format we know (magic, incompat features) we fall back to io_getevents.
+ * Events are popped one at a time, head stored before the callback runs, so
+ * a callback that polls the loop (nested aio_poll) sees a consistent ring.
+ *
+ * Semantics (raw-aio.h): short transfers are resubmitted for the rest (with a
+ * slice of the caller's iovec allocated on that rare path), EOF zero-fills,
+ * no progress on a write is -ENOSPC, -EAGAIN/-EINTR are resubmitted. FLUSH
+ * is IOCB_CMD_FDSYNC (kernel 4.18+); if the kernel refuses it with -EINVAL
+ * flushes go to the thread pool from then on. DISCARD and WRITE_ZEROES have
+ * no AIO opcode and always run raw_aio_do_sync() in the thread pool; FUA
+ * writes carry RWF_DSYNC in aio_rw_flags (kernel 4.13+), or use the pool
+ * when the kernel refuses that with -EOPNOTSUPP.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <libaio.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include <glib.h>
+
+#include "block/raw-aio.h"
+#include "util/thread-pool.h"
+
+#define LAIO_DEFAULT_DEPTH 128
+#define LAIO_MAX_DEPTH     65536
+
+/* The kernel's completion ring header (fs/aio.c), mapped into our memory. */
+struct laio_ring {
+    unsigned id;
+    unsigned nr;                  /* number of io_events */
+    unsigned head;                /* consumer index: ours to advance */
+    unsigned tail;                /* producer index: the kernel's */
+    unsigned magic;
+    unsigned compat_features;
+    unsigned incompat_features;
+    unsigned header_length;
+    struct io_event io_events[];
+};
+#define LAIO_RING_MAGIC 0xa10a10a1
+
+typedef struct LaioSlot LaioSlot;
+struct LaioSlot {
+    struct iocb iocb;             /* first: io_event.obj points here */
+    RawAioReq *req;
+    struct iovec *rest;           /* slow path: the rest of a short transfer */
+    LaioSlot *next_free;
+};
+
+typedef struct LinuxAioEngine {
+    RawAioEngine hdr;
+    io_context_t io_ctx;
+    struct laio_ring *ring;       /* NULL: reap with io_getevents */
+    EventNotifier notifier;
+    AioBH *retry_bh;              /* failed submissions and -EAGAIN retries */
+    ThreadPool *pool;
+
+    unsigned depth;
+    LaioSlot *slots;
+    LaioSlot *free_slots;
+    struct iocb **batch;          /* prepared, not yet accepted by io_submit */
+    unsigned batch_len;
+    unsigned kernel_in_flight;    /* accepted by io_submit, not yet reaped */
+    unsigned plugged;
+    unsigned in_flight;           /* accepted by submit, callback not yet run */
+
+    RawAioReq *overflow_head, *overflow_tail;
+    RawAioReq *failed_head, *failed_tail;   /* complete from retry_bh */
+
+    bool no_fdsync;               /* kernel refused IOCB_CMD_FDSYNC */
+    bool no_rw_flags;             /* kernel refused RWF_DSYNC in aio_rw_flags */
+} LinuxAioEngine;
+
+/* req->engine_priv[] use */
+#define PRIV_SLOT   0
+#define PRIV_ENGINE 1
+/* req->engine_u64[0]: the error of a request failed in submit */
+
+static void laio_flush_batch(LinuxAioEngine *s);
+
+/* ---- availability ------------------------------------------------------------ */
+
+static bool laio_probe(Error **errp)
+{
+    static gsize probed;
+    static int probe_err;
+    io_context_t ctx = 0;
+
+    if (g_once_init_enter(&probed)) {
+        int r = io_setup(1, &ctx);
+        if (r == 0) {
+            io_destroy(ctx);
+        }
+        probe_err = r < 0 ? -r : 0;
+        g_once_init_leave(&probed, 1);
+    }
+    if (probe_err) {
+        error_setg_errno(errp, probe_err, "aio=native is not available: io_setup failed");
+        return false;
+    }
+    return true;
+}
+
+/* ---- request routing ------------------------------------------------------------ */
+
+/* Whether req runs in the thread pool rather than through io_submit. */
+static bool laio_uses_pool(LinuxAioEngine *s, RawAioReq *req)
+{
+    switch (req->type) {
+    case RAW_AIO_DISCARD:
+    case RAW_AIO_WRITE_ZEROES:
+        return true;
+    case RAW_AIO_FLUSH:
+        return s->no_fdsync;
+    case RAW_AIO_WRITE:
+        return (req->flags & RAW_AIO_FUA) && s->no_rw_flags;
+    default:
+        return false;
+    }
+}
+
+static void laio_finish(LinuxAioEngine *s, RawAioReq *req, int ret)
+{
+    s->in_flight--;
+    req->cb(req->opaque, ret);
+}
+
+static int laio_pool_work(void *arg)
+{
+    return raw_aio_do_sync(arg);
+}
+
+static void laio_pool_done(void *opaque, int ret)
+{
+    RawAioReq *req = opaque;
+
+    laio_finish(req->engine_priv[PRIV_ENGINE], req, ret);
+}
+
+static void laio_to_pool(LinuxAioEngine *s, RawAioReq *req)
+{
+    req->done = 0;
+    thread_pool_submit(s->pool, laio_pool_work, req, laio_pool_done, req);
+}
+
+static void laio_fail_later(LinuxAioEngine *s, RawAioReq *req, int ret)
+{
+    req->engine_u64[0] = (uint64_t)(int64_t)ret;
+    req->next = NULL;
+    if (s->failed_tail) {
+        s->failed_tail->next = req;
+    } else {
+        s->failed_head = req;
+    }
+    s->failed_tail = req;
+    aio_bh_schedule(s->retry_bh);
+}
+
+/* ---- slots and iocbs --------------------------------------------------------------- */
+
+static void laio_slot_release(LinuxAioEngine *s, LaioSlot *slot)
+{
+    if (G_UNLIKELY(slot->rest)) {
+        g_free(slot->rest);
+        slot->rest = NULL;
+    }
+    slot->req = NULL;
+    slot->next_free = s->free_slots;
+    s->free_slots = slot;
+}
+
+/* Prepares slot's iocb for what remains of req (from req->done on) and batches it. */
+static void laio_prep_and_batch(LinuxAioEngine *s, LaioSlot *slot)
+{
+    RawAioReq *req = slot->req;
+    struct iocb *iocb = &slot->iocb;
+    const struct iovec *iov = req->iov;
+    int niov = req->niov;
+
+    if (req->type == RAW_AIO_FLUSH) {
+        io_prep_fdsync(iocb, req->fd);
+    } else {
+        if (G_UNLIKELY(req->done > 0)) {
+            int n = MIN(raw_aio_iov_count_from(req->iov, req->niov, req->done), IOV_MAX);
+
+            g_free(slot->rest);
+            slot->rest = g_new(struct iovec, n);
+            niov = raw_aio_iov_slice(slot->rest, n, req->iov, req->niov, req->done);
+            iov = slot->rest;
+        }
+        /* More than the kernel takes at once: the rest follows as a short transfer. */
+        niov = MIN(niov, IOV_MAX);
+        if (req->type == RAW_AIO_READ) {
+            io_prep_preadv(iocb, req->fd, iov, niov, req->offset + req->done);
+        } else {
+            io_prep_pwritev(iocb, req->fd, iov, niov, req->offset + req->done);
+            if (req->flags & RAW_AIO_FUA) {
+                iocb->aio_rw_flags = RWF_DSYNC;
+            }
+        }
+    }
+    io_set_eventfd(iocb, event_notifier_get_fd(&s->notifier));
+    s->batch[s->batch_len++] = iocb;
+}
+
+static void laio_start(LinuxAioEngine *s, RawAioReq *req)
+{
+    LaioSlot *slot = s->free_slots;
+
+    s->free_slots = slot->next_free;
+    slot->req = req;
+    req->engine_priv[PRIV_SLOT] = slot;
+    laio_prep_and_batch(s, slot);
+}
+
+static void overflow_push(LinuxAioEngine *s, RawAioReq *req)
+{
+    req->next = NULL;
+    if (s->overflow_tail) {
+        s->overflow_tail->next = req;
+    } else {
+        s->overflow_head = req;
+    }
+    s->overflow_tail = req;
+}
+
+/* Moves waiting requests into free slots (or the pool), in order, and submits unless plugged. */
+static void laio_refill(LinuxAioEngine *s)
+{
+    while (s->overflow_head) {
+        RawAioReq *req = s->overflow_head;
+        bool pool = laio_uses_pool(s, req);
+
+        if (!pool && !s->free_slots) {
+            break;
+        }
+        s->overflow_head = req->next;
+        if (!s->overflow_head) {
+            s->overflow_tail = NULL;
+        }
+        if (pool) {
+            laio_to_pool(s, req);
+        } else {
+            laio_start(s, req);
+        }
+    }
+    if (!s->plugged) {
+        laio_flush_batch(s);
+    }
+}
+
+/* Hands the batch to the kernel. Never calls a request's callback itself. */
+static void laio_flush_batch(LinuxAioEngine *s)
+{
+    unsigned start = 0;
+
+    while (start < s->batch_len) {
+        int r = io_submit(s->io_ctx, s->batch_len - start, s->batch + start);
+
+        if (r > 0) {
+            s->kernel_in_flight += r;
+            start += r;
+            continue;
+        }
+        if (r == 0 || r == -EAGAIN || r == -EINTR) {
+            /* Kernel out of request slots: retry when something completes. */
+            if (s->kernel_in_flight == 0) {
+                aio_bh_schedule(s->retry_bh);
+            }
+            break;
+        }
+
+        /* The first iocb was refused. */
+        LaioSlot *slot = (LaioSlot *)s->batch[start++];
+        RawAioReq *req = slot->req;
+
+        laio_slot_release(s, slot);
+        if (r == -EINVAL && req->type == RAW_AIO_FLUSH && !s->no_fdsync) {
+            s->no_fdsync = true;        /* a kernel before 4.18 or a file without AIO fsync */
+            laio_to_pool(s, req);
+        } else if (r == -EOPNOTSUPP && req->type == RAW_AIO_WRITE &&
+                   (req->flags & RAW_AIO_FUA) && !s->no_rw_flags) {
+            s->no_rw_flags = true;      /* no RWF_DSYNC for AIO: write + fdatasync in the pool */
+            laio_to_pool(s, req);
+        } else {
+            laio_fail_later(s, req, r);
+        }
+    }
+    if (start > 0) {
+        s->batch_len -= start;
+        if (s->batch_len) {
+            memmove(s->batch, s->batch + start, s->batch_len * sizeof(s->batch[0]));
+        }
+    }
+}
+
+/* ---- completion ------------------------------------------------------------------- */
+
+static void laio_complete_event(LinuxAioEngine *s, LaioSlot *slot, long res)
+{
+    RawAioReq *req = slot->req;
+
+    if (G_UNLIKELY(res == -EAGAIN || res == -EINTR)) {
+        laio_prep_and_batch(s, slot);   /* try the same thing again */
+        return;
+    }
+    if (req->type == RAW_AIO_FLUSH) {
+        laio_slot_release(s, slot);
+        laio_finish(s, req, res < 0 ? (int)res : 0);
+        return;
+    }
+    if (G_UNLIKELY(res < 0)) {
+        /*
+         * O_DIRECT: after a short read at an unaligned EOF the continuation
+         * offset is unaligned and the kernel says EINVAL; that is EOF.
+         */
+        if (res == -EINVAL && req->type == RAW_AIO_READ && req->done > 0 &&
+            raw_aio_fd_offset_at_eof(req->fd, req->offset + req->done)) {
+            raw_aio_iov_memset_from(req->iov, req->niov, req->done);
+            res = 0;
+        }
+        laio_slot_release(s, slot);
+        laio_finish(s, req, (int)res);
+        return;
+    }
+
+    req->done += res;
+    if (G_LIKELY(req->done >= req->bytes)) {
+        laio_slot_release(s, slot);
+        laio_finish(s, req, 0);
+        return;
+    }
+    if (res == 0) {
+        int ret = 0;
+
+        if (req->type == RAW_AIO_READ) {
+            raw_aio_iov_memset_from(req->iov, req->niov, req->done);   /* EOF */
+        } else {
+            ret = -ENOSPC;      /* a write that makes no progress */
+        }
+        laio_slot_release(s, slot);
+        laio_finish(s, req, ret);
+        return;
+    }
+    laio_prep_and_batch(s, slot);   /* short transfer: go on with the rest */
+}
+
+static bool laio_pop_event(LinuxAioEngine *s, struct io_event *ev)
+{
+    struct laio_ring *ring = s->ring;
+    unsigned head = ring->head;
+    /* Acquire: the event's contents are written before the kernel advances tail. */
+    unsigned tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
+
+    if (head == tail) {
+        return false;
+    }
+    *ev = ring->io_events[head];
+    head = head + 1 == ring->nr ? 0 : head + 1;
+    /* Release: we are done reading the slot before the kernel may reuse it. */
+    __atomic_store_n(&ring->head, head, __ATOMIC_RELEASE);
+    return true;
+}
+
+static void laio_process_completions(LinuxAioEngine *s)
+{
+    struct io_event ev;
+
+    if (G_LIKELY(s->ring)) {
+        while (laio_pop_event(s, &ev)) {
+            s->kernel_in_flight--;
+            laio_complete_event(s, (LaioSlot *)ev.obj, (long)ev.res);
+        }
+    } else {
+        struct io_event evs[32];
+        struct timespec zero = { 0, 0 };
+        int n;
+
+        while ((n = io_getevents(s->io_ctx, 0, G_N_ELEMENTS(evs), evs, &zero)) > 0) {
+            for (int i = 0; i < n; i++) {
+                s->kernel_in_flight--;
+                laio_complete_event(s, (LaioSlot *)evs[i].obj, (long)evs[i].res);
+            }
+        }
+    }
+    laio_refill(s);
+}
+
+static LinuxAioEngine *notifier_to_engine(EventNotifier *n)
+{
+    return (LinuxAioEngine *)((char *)n - offsetof(LinuxAioEngine, notifier));
+}
+
+static void laio_notifier_read(EventNotifier *n)
+{
+    LinuxAioEngine *s = notifier_to_engine(n);
+
+    event_notifier_test_and_clear(n);
+    laio_process_completions(s);
+}
+
+static bool laio_notifier_poll(EventNotifier *n)
+{
+    LinuxAioEngine *s = notifier_to_engine(n);
+    struct laio_ring *ring = s->ring;
+
+    if (!ring) {
+        return false;       /* looking would need a syscall */
+    }
+    return ring->head != __atomic_load_n(&ring->tail, __ATOMIC_RELAXED);
+}
+
+static void laio_notifier_poll_ready(EventNotifier *n)
+{
+    laio_process_completions(notifier_to_engine(n));
+}
+
+static void laio_retry_bh(void *opaque)
+{
+    LinuxAioEngine *s = opaque;
+
+    while (s->failed_head) {
+        RawAioReq *req = s->failed_head;
+
+        s->failed_head = req->next;
+        if (!s->failed_head) {
+            s->failed_tail = NULL;
+        }
+        laio_finish(s, req, (int)(int64_t)req->engine_u64[0]);
+    }
+    laio_refill(s);
+}
+
+/* ---- ops --------------------------------------------------------------------------- */
+
+static bool laio_available(Error **errp)
+{
+    return laio_probe(errp);
+}
+
+static RawAioEngine *laio_create(AioContext *ctx, const RawAioConfig *cfg, Error **errp)
+{
+    LinuxAioEngine *s;
+    unsigned depth = cfg->queue_depth ? cfg->queue_depth : LAIO_DEFAULT_DEPTH;
+    int r;
+
+    if (depth > LAIO_MAX_DEPTH) {
+        error_setg(errp, "aio=native: queue depth %u is larger than the maximum %u",
+                   depth, LAIO_MAX_DEPTH);
+        return NULL;
+    }
+
+    s = g_new0(LinuxAioEngine, 1);
+    s->hdr.ctx = ctx;
+    s->depth = depth;
+    r = io_setup(depth, &s->io_ctx);
+    if (r < 0) {
+        error_setg_errno(errp, -r, "aio=native: cannot create a Linux AIO context of depth %u",
+                         depth);
+        if (r == -EAGAIN) {
+            error_append_hint(errp, "fs.aio-max-nr limits the AIO requests of all processes\n");
+        }
+        g_free(s);
+        return NULL;
+    }
+    r = event_notifier_init(&s->notifier, false);
+    if (r < 0) {
+        error_setg_errno(errp, -r, "aio=native: cannot create an eventfd");
+        io_destroy(s->io_ctx);
+        g_free(s);
+        return NULL;
+    }
+
+    s->ring = (struct laio_ring *)s->io_ctx;
+    if (s->ring->magic != LAIO_RING_MAGIC || s->ring->incompat_features != 0) {
+        s->ring = NULL;
+    }
+
+    s->slots = g_new0(LaioSlot, depth);
+    for (unsigned i = depth; i-- > 0;) {
+        s->slots[i].next_free = s->free_slots;
+        s->free_slots = &s->slots[i];
+    }
+    s->batch = g_new(struct iocb *, depth);
+    s->pool = thread_pool_get(ctx);
+    s->retry_bh = aio_bh_new(ctx, laio_retry_bh, s);
+    aio_set_event_notifier(ctx, &s->notifier, false, laio_notifier_read,
+                           laio_notifier_poll, laio_notifier_poll_ready);
+    return &s->hdr;
+}
+
+static void laio_destroy(RawAioEngine *e)
+{
+    LinuxAioEngine *s = (LinuxAioEngine *)e;
+
+    /* Whatever is batched or waiting goes out; every callback runs before we go. */
+    s->plugged = 0;
+    laio_refill(s);
+    while (s->in_flight) {
+        aio_poll(e->ctx, true);
+    }
+
+    aio_set_event_notifier(e->ctx, &s->notifier, false, NULL, NULL, NULL);
+    event_notifier_cleanup(&s->notifier);
+    aio_bh_delete(s->retry_bh);
+    io_destroy(s->io_ctx);
+    thread_pool_put(s->pool);
+    g_free(s->batch);
+    g_free(s->slots);
+    g_free(s);
+}
+
+static int laio_add_file(RawAioEngine *e, int fd, int open_flags, Error **errp)
+{
+    if (!(open_flags & O_DIRECT)) {
+        error_setg(errp, "aio=native was specified, but it requires cache.direct=on, "
+                   "which was not specified.");
+        return -EINVAL;
+    }
+    return -1;
+}
+
+static int laio_submit(RawAioEngine *e, RawAioReq *req)
+{
+    LinuxAioEngine *s = (LinuxAioEngine *)e;
+
+    if (G_UNLIKELY((unsigned)req->type >= RAW_AIO_TYPE_MAX)) {
+        return -EINVAL;
+    }
+    req->done = 0;
+    req->engine_priv[PRIV_ENGINE] = s;
+    s->in_flight++;
+
+    /* Behind waiting requests everything waits, so that nothing overtakes them. */
+    if (G_UNLIKELY(s->overflow_head)) {
+        overflow_push(s, req);
+        return 0;
+    }
+    if (G_UNLIKELY(laio_uses_pool(s, req))) {
+        laio_to_pool(s, req);
+        return 0;
+    }
+    if (G_UNLIKELY(!s->free_slots)) {
+        overflow_push(s, req);
+        return 0;
+    }
+    laio_start(s, req);
+    if (!s->plugged) {
+        laio_flush_batch(s);
+    }
+    return 0;
+}
+
+static void laio_plug(RawAioEngine *e)
+{
+    ((LinuxAioEngine *)e)->plugged++;
+}
+
+static void laio_unplug(RawAioEngine *e)
+{
+    LinuxAioEngine *s = (LinuxAioEngine *)e;
+
+    g_assert(s->plugged > 0);
+    if (--s->plugged == 0) {
+        laio_refill(s);
+    }
+}
+
+const RawAioOps raw_aio_native_ops = {
+    .name = "native",
+    .available = laio_available,
+    .create = laio_create,
+    .destroy = laio_destroy,
+    .add_file = laio_add_file,
+    .submit = laio_submit,
+    .plug = laio_plug,
+    .unplug = laio_unplug,
+};
