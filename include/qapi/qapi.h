@@ -4,13 +4,20 @@
  * Option trees are json-glib JsonObjects. Whatever the source — a dotted
  * "key=value,..." string, JSON text, a "json:{...}" pseudo-filename, a QMP
  * command's arguments — the tree is checked against one schema
- * (qapi/*.json), which converts keyval strings to their types, fills in
+ * (the JSON files in qapi/), which converts keyval strings to their types, fills in
  * defaults and rejects unknown keys, bad enum values, wrong types and
  * missing required keys with an error naming the key and the value.
  *
  * After qapi_check() a consumer (a block driver's open, say) reads typed
  * members directly with json_object_get_*_member(): every optional member
  * that has a schema default is present.
+ *
+ * Schema enums are also C enums (generated qapi/qapi-types.h, included
+ * here): enum BlockdevAioOptions has BLOCKDEV_AIO_OPTIONS_THREADS ...
+ * BLOCKDEV_AIO_OPTIONS__MAX and BlockdevAioOptions_lookup; OnOffAuto has
+ * ON_OFF_AUTO_AUTO/ON/OFF. Map a checked string member with
+ * qapi_enum_parse("BlockdevAioOptions", json_object_get_string_member(o, "aio")).
+ * Reference of every option: docs/options.md; how it works: docs/devel/qapi.md.
  */
 #ifndef QAPI_QAPI_H
 #define QAPI_QAPI_H
@@ -18,6 +25,7 @@
 #include <json-glib/json-glib.h>
 #include <stdbool.h>
 
+#include "qapi/qapi-types.h"
 #include "util/error.h"
 
 /*
