@@ -25,20 +25,24 @@ typedef struct EngineCase {
     const char *engine;           /* raw_aio_ops_by_name() */
     bool direct;                  /* test files opened with O_DIRECT */
     bool batches;                 /* nothing reaches the kernel while plugged */
+    bool tmpfs;                   /* files on /dev/shm (no ZERO_RANGE, no O_DIRECT needed) */
     RawAioConfig cfg;
 } EngineCase;
 
 /* One line per configuration; engines not in this build are skipped. */
 static const EngineCase engine_cases[] = {
-    { "threads",        "threads", false, false, { .sq_thread_cpu = -1 } },
-    { "threads-direct", "threads", true,  false, { .sq_thread_cpu = -1 } },
-    { "native",         "native",  true,  true,  { .sq_thread_cpu = -1 } },
-    { "native-qd16",    "native",  true,  true,  { .queue_depth = 16, .sq_thread_cpu = -1 } },
+    /* row              engine     direct batches tmpfs  configuration */
+    { "threads",        "threads", false, false, false, { .sq_thread_cpu = -1 } },
+    { "threads-direct", "threads", true,  false, false, { .sq_thread_cpu = -1 } },
+    { "threads-tmpfs",  "threads", false, false, true,  { .sq_thread_cpu = -1 } },
+    { "native",         "native",  true,  true,  false, { .sq_thread_cpu = -1 } },
+    { "native-qd16",    "native",  true,  true,  false, { .queue_depth = 16, .sq_thread_cpu = -1 } },
 };
 
 #define ALIGN 4096
 
 static char *scratch_dir;
+static char *tmpfs_dir;           /* NULL when /dev/shm is not usable */
 static pthread_t main_thread;
 
 /* ---- fixture -------------------------------------------------------------------- */
@@ -82,7 +86,11 @@ static bool fixture_setup_cfg(Fixture *f, const EngineCase *ec, const RawAioConf
     f->ctx = aio_context_new(&error_abort);
     aio_context_set_current(f->ctx);
     f->engine = raw_aio_engine_get(f->ops, f->ctx, cfg, &error_abort);
-    f->path = g_strdup_printf("%s/file-%u", scratch_dir, file_no++);
+    if (ec->tmpfs && !tmpfs_dir) {
+        g_test_skip("no tmpfs at /dev/shm");
+        return false;
+    }
+    f->path = g_strdup_printf("%s/file-%u", ec->tmpfs ? tmpfs_dir : scratch_dir, file_no++);
     f->fd = open_test_file(f->path, ec->direct);
     f->check_fd = open_test_file(f->path, false);
     f->slot = f->ops->add_file(f->engine, f->fd, fcntl(f->fd, F_GETFL), &error_abort);
@@ -836,6 +844,11 @@ int main(int argc, char **argv)
         return 77;
     }
 
+    tmpfs_dir = g_strdup("/dev/shm/ringblk-raw-aio-XXXXXX");
+    if (!g_mkdtemp(tmpfs_dir)) {
+        g_clear_pointer(&tmpfs_dir, g_free);
+    }
+
     g_test_add_func("/raw-aio/ops-by-name", test_ops_by_name);
     for (size_t i = 0; i < G_N_ELEMENTS(engine_cases); i++) {
         for (size_t j = 0; j < G_N_ELEMENTS(tests); j++) {
@@ -852,5 +865,9 @@ int main(int argc, char **argv)
     ret = g_test_run();
     g_rmdir(scratch_dir);
     g_free(scratch_dir);
+    if (tmpfs_dir) {
+        g_rmdir(tmpfs_dir);
+        g_free(tmpfs_dir);
+    }
     return ret;
 }

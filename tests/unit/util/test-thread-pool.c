@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <string.h>
 
 #include <glib.h>
 
@@ -201,6 +202,45 @@ static void test_limits(void)
     free_ctx(ctx);
 }
 
+/* Workers above the minimum exit after the idle timeout. */
+static void test_idle_exit(void)
+{
+    AioContext *ctx = new_ctx();
+    ThreadPool *pool = thread_pool_get(ctx);
+    enum { N = 64 };
+    Work w[N] = { 0 };
+    unsigned completed = 0;
+
+    g_assert_true(thread_pool_set_limits(pool, 1, 8, 1, &error_abort));
+    for (int i = 0; i < N; i++) {
+        w[i].counter = &completed;
+        thread_pool_submit(pool, work_fn, &w[i], work_done, &w[i]);
+    }
+    while (completed < N) {
+        aio_poll(ctx, true);
+    }
+    g_assert_cmpint(thread_pool_nr_threads(pool), >=, 1);
+    g_assert_cmpint(thread_pool_nr_threads(pool), <=, 8);
+    /* No deadline here: if they never leave, the test runner's timeout fails us. */
+    while (thread_pool_nr_threads(pool) > 1) {
+        g_usleep(1000);
+    }
+    g_assert_true(thread_pool_set_limits(pool, 0, 8, 1, &error_abort));
+    while (thread_pool_nr_threads(pool) > 0) {
+        g_usleep(1000);
+    }
+    /* Work still runs after every worker left. */
+    memset(w, 0, sizeof(w[0]));
+    w[0].value = 5;
+    thread_pool_submit(pool, work_fn, &w[0], work_done, &w[0]);
+    while (!w[0].done) {
+        aio_poll(ctx, true);
+    }
+    g_assert_cmpint(w[0].ret, ==, 5);
+    thread_pool_put(pool);
+    free_ctx(ctx);
+}
+
 /* Releasing the last reference waits for the work and runs its callbacks. */
 static void test_put_drains(void)
 {
@@ -228,5 +268,6 @@ int main(int argc, char **argv)
     g_test_add_func("/thread-pool/cancel", test_cancel);
     g_test_add_func("/thread-pool/limits", test_limits);
     g_test_add_func("/thread-pool/put-drains", test_put_drains);
+    g_test_add_func("/thread-pool/idle-exit", test_idle_exit);
     return g_test_run();
 }
