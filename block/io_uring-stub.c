@@ -1,44 +1,76 @@
 /*
- * aio=io_uring in a build without liburing: the engine reports itself
- * unavailable and never creates an instance. Compiled only when
- * CONFIG_LINUX_IO_URING is false; block/io_uring.c is the real engine.
+ * io_uring engine stub for builds without liburing (--disable-linux-io-uring):
+ * available() says why, create() fails the same way, and the debug hooks of
+ * block/io_uring.h exist so tests link unchanged (they skip on !available).
  */
 #include <errno.h>
 
+#include "block/io_uring.h"
 #include "block/raw-aio.h"
 
-#define LURING_NOT_COMPILED "aio=io_uring was not compiled in (this build has no io_uring support)"
+#define LURING_STUB_MSG "io_uring is unavailable: ringblk was built without " \
+                        "io_uring support (--disable-linux-io-uring or no liburing)"
 
 static bool luring_stub_available(Error **errp)
 {
-    error_setg(errp, LURING_NOT_COMPILED);
+    error_setg(errp, LURING_STUB_MSG);
     return false;
 }
 
-static RawAioEngine *luring_stub_create(AioContext *ctx, const RawAioConfig *cfg, Error **errp)
+static RawAioEngine *luring_stub_create(AioContext *ctx, const RawAioConfig *cfg,
+                                        Error **errp)
 {
-    error_setg(errp, LURING_NOT_COMPILED);
+    error_setg(errp, LURING_STUB_MSG);
     return NULL;
 }
 
 static void luring_stub_destroy(RawAioEngine *e)
 {
-    g_assert_not_reached();
+    g_assert_not_reached();     /* create() never succeeds */
 }
 
 static int luring_stub_add_file(RawAioEngine *e, int fd, int open_flags, Error **errp)
 {
-    error_setg(errp, LURING_NOT_COMPILED);
-    return -ENOTSUP;
+    error_setg(errp, LURING_STUB_MSG);
+    return -ENOSYS;
 }
 
 static int luring_stub_submit(RawAioEngine *e, RawAioReq *req)
 {
-    return -ENOTSUP;
+    return -ENOSYS;
 }
 
 static void luring_stub_plug(RawAioEngine *e)
 {
+}
+
+bool luring_probe_uncached(Error **errp)
+{
+    return luring_stub_available(errp);
+}
+
+void luring_debug_inject(RawAioEngine *e, int kind, int n)
+{
+}
+
+void luring_get_stats(RawAioEngine *e, LuringStats *st)
+{
+    *st = (LuringStats){ 0 };
+}
+
+void luring_get_info(RawAioEngine *e, LuringInfo *info)
+{
+    *info = (LuringInfo){ 0 };
+}
+
+int luring_debug_nop(RawAioEngine *e)
+{
+    return -ENOSYS;
+}
+
+int luring_debug_nop_result(RawAioEngine *e, int *res)
+{
+    return 0;
 }
 
 const RawAioOps raw_aio_io_uring_ops = {

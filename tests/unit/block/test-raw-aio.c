@@ -37,6 +37,30 @@ static const EngineCase engine_cases[] = {
     { "threads-tmpfs",  "threads", false, false, true,  { .sq_thread_cpu = -1 } },
     { "native",         "native",  true,  true,  false, { .sq_thread_cpu = -1 } },
     { "native-qd16",    "native",  true,  true,  false, { .queue_depth = 16, .sq_thread_cpu = -1 } },
+    { "io_uring",       "io_uring", false, true, false, { .sq_thread_cpu = -1,
+                        .fixed_buffers = RAW_AIO_ONOFFAUTO_OFF, .restrict_ops = RAW_AIO_ONOFFAUTO_OFF } },
+    { "io_uring-direct", "io_uring", true, true, false, { .sq_thread_cpu = -1,
+                        .fixed_buffers = RAW_AIO_ONOFFAUTO_OFF, .restrict_ops = RAW_AIO_ONOFFAUTO_OFF } },
+    { "io_uring-tmpfs",  "io_uring", false, true, true, { .sq_thread_cpu = -1,
+                        .fixed_buffers = RAW_AIO_ONOFFAUTO_OFF, .restrict_ops = RAW_AIO_ONOFFAUTO_OFF } },
+    { "io_uring-qd16",  "io_uring", true,  true, false, { .queue_depth = 16, .sq_thread_cpu = -1,
+                        .fixed_buffers = RAW_AIO_ONOFFAUTO_OFF, .restrict_ops = RAW_AIO_ONOFFAUTO_OFF } },
+    { "io_uring-fixed-files", "io_uring", true, true, false, { .fixed_files = true,
+                        .sq_thread_cpu = -1, .fixed_buffers = RAW_AIO_ONOFFAUTO_OFF, .restrict_ops = RAW_AIO_ONOFFAUTO_OFF } },
+    { "io_uring-fixed-buffers", "io_uring", true, true, false, { .sq_thread_cpu = -1,
+                        .fixed_buffers = RAW_AIO_ONOFFAUTO_ON, .restrict_ops = RAW_AIO_ONOFFAUTO_OFF } },
+    { "io_uring-sqpoll", "io_uring", true, false, false, { .sqpoll = true, .sq_thread_idle_ms = 50,
+                        .sq_thread_cpu = -1, .fixed_buffers = RAW_AIO_ONOFFAUTO_OFF, .restrict_ops = RAW_AIO_ONOFFAUTO_OFF } },
+    { "io_uring-restrict", "io_uring", true, true, false, { .sq_thread_cpu = -1,
+                        .fixed_buffers = RAW_AIO_ONOFFAUTO_OFF, .restrict_ops = RAW_AIO_ONOFFAUTO_ON } },
+    { "io_uring-restrict-fixed", "io_uring", true, true, false, { .fixed_files = true,
+                        .sq_thread_cpu = -1, .fixed_buffers = RAW_AIO_ONOFFAUTO_AUTO,
+                        .restrict_ops = RAW_AIO_ONOFFAUTO_ON } },
+    { "io_uring-all",   "io_uring", true,  false, false, { .queue_depth = 32, .fixed_files = true,
+                        .sqpoll = true, .sq_thread_idle_ms = 50, .sq_thread_cpu = -1,
+                        .fixed_buffers = RAW_AIO_ONOFFAUTO_ON, .restrict_ops = RAW_AIO_ONOFFAUTO_ON } },
+    { "io_uring-async", "io_uring", false, true, false, { .async_punt = true, .sq_thread_cpu = -1,
+                        .fixed_buffers = RAW_AIO_ONOFFAUTO_OFF, .restrict_ops = RAW_AIO_ONOFFAUTO_OFF } },
 };
 
 #define ALIGN 4096
@@ -784,6 +808,7 @@ static void test_ops_by_name(void)
 {
     g_assert_true(raw_aio_ops_by_name("threads") == &raw_aio_threads_ops);
     g_assert_true(raw_aio_ops_by_name("native") == &raw_aio_native_ops);
+    g_assert_true(raw_aio_ops_by_name("io_uring") == &raw_aio_io_uring_ops);
     g_assert_null(raw_aio_ops_by_name("bogus"));
     g_assert_null(raw_aio_ops_by_name(""));
     g_assert_null(raw_aio_ops_by_name(NULL));

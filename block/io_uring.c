@@ -1,0 +1,1677 @@
+/*
+ * io_uring AIO engine (aio=io_uring) behind include/block/raw-aio.h.
+ *
+ * Ownership and threads: an instance (LuringEngine) owns one ring and one
+ * eventfd and belongs to one AioContext; every entry point except
+ * available() runs in that context's thread, so nothing here takes a lock
+ * (the only mutex guards the process-wide list of SQPOLL rings, touched at
+ * create/destroy). The kernel writes CQEs; we only read them in that thread.
+ *
+ * Life of a request: submit() fills one SQE (two for FUA: a write linked to
+ * an fdatasync) whose user_data is the RawAioReq pointer (low bits tag the
+ * linked fsync). With no free SQE, or while older requests still wait, the
+ * request joins the overflow FIFO, so nothing overtakes a FLUSH submitted
+ * earlier. Unplugged, the SQE goes to the kernel at once; plugged, at the
+ * last unplug; submitted from a completion callback, once after the whole
+ * batch of CQEs (a BH covers callbacks that nest aio_poll). Completions
+ * wake the eventfd registered with the ring, or are found by the poll
+ * handler peeking at the CQ without a syscall. Each CQE is consumed before
+ * its callback runs, so callbacks may submit, plug or nest aio_poll freely.
+ * Short reads/writes, -EAGAIN and -EINTR are resubmitted from the CQE
+ * handler for what remains; a read returning 0 (EOF) zero-fills the rest.
+ *
+ * In-flight SQEs never exceed the SQ size, and the CQ is twice that, so the
+ * CQ cannot overflow.
+ *
+ * Operations the ring cannot do (everything but reads and writes on an
+ * IOPOLL ring; BLKDISCARD where the kernel lacks the block uring_cmd) run
+ * synchronously and complete from a bottom half, keeping "cb is never
+ * called from within submit".
+ */
+#include "config-host.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stddef.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <liburing.h>
+
+#include "block/io_uring.h"
+#include "block/raw-aio.h"
+
+/* Constants newer than Debian 12's headers (liburing 2.3, linux 6.1 uapi). */
+#ifndef BLOCK_URING_CMD_DISCARD
+#define BLOCK_URING_CMD_DISCARD _IO(0x12, 0)    /* Linux 6.12 */
+#endif
+#ifndef FALLOC_FL_KEEP_SIZE
+#define FALLOC_FL_KEEP_SIZE 0x01
+#endif
+#ifndef FALLOC_FL_PUNCH_HOLE
+#define FALLOC_FL_PUNCH_HOLE 0x02
+#endif
+#ifndef FALLOC_FL_ZERO_RANGE
+#define FALLOC_FL_ZERO_RANGE 0x10
+#endif
+
+#define LURING_DEFAULT_DEPTH      128
+#define LURING_MAX_DEPTH          4096
+#define LURING_DEFAULT_SQ_IDLE_MS 1000
+#define LURING_FILE_SLOTS         1024
+#define LURING_PAGE               4096u
+
+#ifndef container_of
+#define container_of(ptr, type, member) \
+    ((type *)((char *)(ptr) - offsetof(type, member)))
+#endif
+
+/* user_data tags in the low bits of the (8-aligned) RawAioReq pointer. */
+#define TAG_MAIN   0u
+#define TAG_LINK   1u     /* the fdatasync linked behind a FUA write */
+#define TAG_NOP    2u     /* luring_debug_nop(); pointer is the engine */
+#define TAG_MASK   7u
+
+/* RawAioReq.engine_u64[0]: per-request state. */
+#define ST_PENDING_MASK 0xffu          /* CQEs still expected */
+#define ST_FUA_PAIR     (1u << 8)      /* write + linked fdatasync in the ring */
+#define ST_SYNC_ONLY    (1u << 9)      /* FUA data done; only the fdatasync remains */
+#define ST_PUNCH        (1u << 10)     /* write zeroes retried as punch hole */
+#define ST_POST_SYNC    (1u << 11)     /* IOPOLL FUA: fdatasync after the write */
+#define ST_SYNC         (1u << 12)     /* whole operation runs synchronously */
+/* engine_u64[1]: results of a FUA pair: low 32 bits write, high 32 fsync. */
+
+typedef struct LuringEngine {
+    RawAioEngine base;                 /* first: raw-aio.c sees only this */
+    struct io_uring ring;
+    EventNotifier notifier;
+    AioBH *submit_bh;                  /* deferred submit / retry after -EBUSY */
+    AioBH *done_bh;                    /* completes synchronous operations */
+    AioBH *iopoll_bh;                  /* reaps an IOPOLL ring without SQPOLL */
+
+    unsigned sq_entries;
+    unsigned inflight;                 /* SQEs filled and not yet completed */
+    unsigned plugged;
+    unsigned reaping;                  /* nesting depth of luring_reap() */
+    bool submit_bh_pending;
+    bool destroying;
+
+    RawAioReq *ovf_head, *ovf_tail;    /* waiting for free SQEs, FIFO */
+    RawAioReq *done_head, *done_tail;  /* synchronous results awaiting their BH */
+
+    unsigned setup_flags;
+    uint8_t sqe_base_flags;            /* IOSQE_ASYNC when async_punt */
+    bool iopoll, sqpoll, defer_taskrun, taskrun_flag;
+    bool restricted;
+    bool reg_ring_fd;
+    bool blk_discard_cmd;              /* IORING_OP_URING_CMD usable for BLKDISCARD */
+
+    /* Fixed files: slot bitmap. */
+    bool fixed_files;
+    uint64_t file_used[LURING_FILE_SLOTS / 64];
+
+    /* Fixed buffers: one registered region, a page bitmap as allocator. */
+    uint8_t *pool;
+    size_t pool_size;
+    unsigned pool_pages;
+    uint64_t *pool_map;
+
+    /* Debug injection. */
+    int inj_kind;
+    int inj_count;
+    bool nop_done;
+    int nop_res;
+
+    LuringStats stats;
+    struct LuringEngine *sqpoll_next;
+} LuringEngine;
+
+static inline LuringEngine *luring_of(RawAioEngine *base)
+{
+    return (LuringEngine *)base;
+}
+
+/* ---- Probe (once per process) ------------------------------------------------ */
+
+typedef struct LuringCaps {
+    bool ok;
+    char *err;
+    unsigned setup_flags;              /* optional IORING_SETUP_* accepted */
+    bool restrictions;
+    bool op_uring_cmd;
+    bool op_fixed;
+} LuringCaps;
+
+static LuringCaps luring_caps;
+static pthread_once_t luring_caps_once = PTHREAD_ONCE_INIT;
+
+static int sys_io_uring_setup(unsigned entries, struct io_uring_params *p)
+{
+    int fd = syscall(__NR_io_uring_setup, entries, p);
+    return fd < 0 ? -errno : fd;
+}
+
+static int read_int_file(const char *path, int *val)
+{
+    FILE *f = fopen(path, "re");
+    int ok;
+
+    if (!f) {
+        return -errno;
+    }
+    ok = fscanf(f, "%d", val) == 1;
+    fclose(f);
+    return ok ? 0 : -EINVAL;
+}
+
+static bool luring_setup_error(int err, Error **errp)
+{
+    int disabled = 0, seccomp = 0;
+    FILE *f;
+    char line[128];
+
+    /* Seccomp mode of this process: 2 means a filter is installed. */
+    f = fopen("/proc/self/status", "re");
+    if (f) {
+        while (fgets(line, sizeof(line), f)) {
+            if (sscanf(line, "Seccomp: %d", &seccomp) == 1) {
+                break;
+            }
+        }
+        fclose(f);
+    }
+    if (err == -ENOSYS) {
+        if (seccomp == 2) {
+            error_setg(errp, "io_uring is unavailable: io_uring_setup is blocked, "
+                       "e.g. by a seccomp filter such as Docker's default profile "
+                       "(ENOSYS)");
+        } else {
+            error_setg(errp, "io_uring is unavailable: the kernel has no io_uring "
+                       "(ENOSYS; Linux 5.1 or newer with CONFIG_IO_URING is needed)");
+        }
+        return false;
+    }
+    if (err == -EPERM || err == -EACCES) {
+        if (read_int_file("/proc/sys/kernel/io_uring_disabled", &disabled) == 0 &&
+            disabled == 2) {
+            error_setg(errp, "io_uring is unavailable: disabled by the sysctl "
+                       "kernel.io_uring_disabled=2");
+            return false;
+        }
+        if (disabled == 1) {
+            error_setg(errp, "io_uring is unavailable: kernel.io_uring_disabled=1 "
+                       "allows it only to members of the group kernel.io_uring_group "
+                       "(or CAP_SYS_ADMIN)");
+            return false;
+        }
+        error_setg(errp, "io_uring is unavailable: io_uring_setup is blocked, "
+                   "e.g. by a seccomp filter such as Docker's default profile "
+                   "(%s)", strerror(-err));
+        return false;
+    }
+    error_setg_errno(errp, -err, "io_uring is unavailable: io_uring_setup failed");
+    return false;
+}
+
+/* Whether the kernel accepts setup flag(s) `flags` on a tiny ring. */
+static bool luring_setup_flag_ok(unsigned flags)
+{
+    struct io_uring_params p = { .flags = flags };
+    int fd = sys_io_uring_setup(1, &p);
+
+    if (fd < 0) {
+        return false;
+    }
+    close(fd);
+    return true;
+}
+
+static bool luring_probe_into(LuringCaps *caps, Error **errp)
+{
+    struct io_uring_params p = { 0 };
+    struct io_uring ring;
+    struct io_uring_probe *probe;
+    static const unsigned optional[] = {
+        IORING_SETUP_SUBMIT_ALL, IORING_SETUP_COOP_TASKRUN,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_SINGLE_ISSUER,
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_R_DISABLED,
+    };
+    int fd = sys_io_uring_setup(1, &p);
+
+    memset(caps, 0, sizeof(*caps));
+    if (fd < 0) {
+        return luring_setup_error(fd, errp);
+    }
+    close(fd);
+    for (size_t i = 0; i < G_N_ELEMENTS(optional); i++) {
+        if (luring_setup_flag_ok(optional[i])) {
+            caps->setup_flags |= optional[i];
+        }
+    }
+    if (io_uring_queue_init(1, &ring, 0) == 0) {
+        probe = io_uring_get_probe_ring(&ring);
+        if (probe) {
+            caps->op_uring_cmd = io_uring_opcode_supported(probe, IORING_OP_URING_CMD);
+            caps->op_fixed = io_uring_opcode_supported(probe, IORING_OP_READ_FIXED);
+            io_uring_free_probe(probe);
+        }
+        io_uring_queue_exit(&ring);
+    }
+    caps->restrictions = caps->setup_flags & IORING_SETUP_R_DISABLED;
+    caps->ok = true;
+    return true;
+}
+
+static void luring_probe_once(void)
+{
+    Error *err = NULL;
+    const char *env = getenv("RINGBLK_IO_URING_DISABLE");
+
+    if (env && *env && strcmp(env, "0") != 0) {
+        luring_caps.ok = false;
+        luring_caps.err = g_strdup("io_uring is unavailable: disabled by "
+                                   "RINGBLK_IO_URING_DISABLE");
+        return;
+    }
+    if (!luring_probe_into(&luring_caps, &err)) {
+        luring_caps.err = g_strdup(error_get_pretty(err));
+        error_free(err);
+    }
+}
+
+bool luring_probe_uncached(Error **errp)
+{
+    LuringCaps caps;
+
+    return luring_probe_into(&caps, errp);
+}
+
+static bool luring_available(Error **errp)
+{
+    pthread_once(&luring_caps_once, luring_probe_once);
+    if (!luring_caps.ok) {
+        error_setg(errp, "%s", luring_caps.err);
+        return false;
+    }
+    return true;
+}
+
+/* ---- SQPOLL sharing ------------------------------------------------------------ */
+
+/* Live SQPOLL rings; a new one attaches to a matching one's SQ thread. */
+static pthread_mutex_t luring_sqpoll_lock = PTHREAD_MUTEX_INITIALIZER;
+static LuringEngine *luring_sqpoll_list;
+
+/* ---- Submission --------------------------------------------------------------- */
+
+static void luring_fill_sqes(LuringEngine *e, RawAioReq *req);
+static void luring_flush(LuringEngine *e);
+
+static inline void luring_set_file(LuringEngine *e, struct io_uring_sqe *sqe,
+                                   const RawAioReq *req)
+{
+    if (req->file_slot >= 0) {
+        sqe->fd = req->file_slot;
+        sqe->flags |= IOSQE_FIXED_FILE;
+    }
+}
+
+/* SQEs a request needs now; 0 for synchronous operations. */
+static inline unsigned luring_sqes_needed(const RawAioReq *req)
+{
+    uint64_t st = req->engine_u64[0];
+
+    if (st & ST_SYNC) {
+        return 0;
+    }
+    return (st & ST_FUA_PAIR) && !(st & ST_SYNC_ONLY) ? 2 : 1;
+}
+
+static void luring_done_push(LuringEngine *e, RawAioReq *req, int ret)
+{
+    req->engine_u64[1] = (uint64_t)(int64_t)ret;
+    req->next = NULL;
+    if (e->done_tail) {
+        e->done_tail->next = req;
+    } else {
+        e->done_head = req;
+    }
+    e->done_tail = req;
+    aio_bh_schedule(e->done_bh);
+}
+
+/* The synchronous fallback for what the ring cannot do. Returns 0 or -errno. */
+static int luring_do_sync(RawAioReq *req)
+{
+    uint64_t range[2] = { req->offset, req->bytes };
+    int mode, r;
+
+    switch (req->type) {
+    case RAW_AIO_FLUSH:
+        r = fdatasync(req->fd);
+        break;
+    case RAW_AIO_WRITE:
+        /* Only the fdatasync half of an IOPOLL FUA write comes here. */
+        r = fdatasync(req->fd);
+        break;
+    case RAW_AIO_DISCARD:
+        if (req->flags & RAW_AIO_BLKDEV) {
+            r = ioctl(req->fd, BLKDISCARD, range);
+        } else {
+            r = fallocate(req->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                          req->offset, req->bytes);
+        }
+        break;
+    case RAW_AIO_WRITE_ZEROES:
+        if (req->flags & RAW_AIO_BLKDEV) {
+            if (req->flags & RAW_AIO_NO_FALLBACK) {
+                if (!(req->flags & RAW_AIO_MAY_UNMAP)) {
+                    return -ENOTSUP;
+                }
+                mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+                r = fallocate(req->fd, mode, req->offset, req->bytes);
+            } else {
+                r = ioctl(req->fd, BLKZEROOUT, range);
+            }
+        } else {
+            r = fallocate(req->fd, FALLOC_FL_ZERO_RANGE, req->offset, req->bytes);
+            if (r < 0 && (errno == EOPNOTSUPP || errno == ENOTSUP) &&
+                (req->flags & RAW_AIO_MAY_UNMAP)) {
+                r = fallocate(req->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                              req->offset, req->bytes);
+            }
+        }
+        break;
+    default:
+        return -EINVAL;
+    }
+    if (r < 0) {
+        r = -errno;
+        if (r == -EOPNOTSUPP && req->type == RAW_AIO_WRITE_ZEROES) {
+            r = -ENOTSUP;
+        }
+    }
+    return r;
+}
+
+/*
+ * Places req in the ring if it fits and nothing waits before it; else
+ * appends it to the overflow FIFO. Synchronous operations also respect the
+ * FIFO so they never overtake queued requests.
+ */
+static void luring_enqueue(LuringEngine *e, RawAioReq *req)
+{
+    unsigned need = luring_sqes_needed(req);
+
+    if (!e->ovf_head) {
+        if (need == 0) {
+            e->stats.sync_ops++;
+            luring_done_push(e, req, luring_do_sync(req));
+            return;
+        }
+        /* Unconsumed SQEs <= inflight, so this also guarantees free SQEs. */
+        if (e->inflight + need <= e->sq_entries) {
+            luring_fill_sqes(e, req);
+            return;
+        }
+    }
+    e->stats.queued++;
+    req->next = NULL;
+    if (e->ovf_tail) {
+        e->ovf_tail->next = req;
+    } else {
+        e->ovf_head = req;
+    }
+    e->ovf_tail = req;
+}
+
+/* Moves requests from the overflow FIFO into free SQEs, in order. */
+static void luring_refill(LuringEngine *e)
+{
+    RawAioReq *req;
+
+    while ((req = e->ovf_head)) {
+        unsigned need = luring_sqes_needed(req);
+
+        if (e->inflight + need > e->sq_entries) {
+            break;
+        }
+        e->ovf_head = req->next;
+        if (!e->ovf_head) {
+            e->ovf_tail = NULL;
+        }
+        if (need == 0) {
+            e->stats.sync_ops++;
+            luring_done_push(e, req, luring_do_sync(req));
+        } else {
+            luring_fill_sqes(e, req);
+        }
+    }
+}
+
+/*
+ * Finds where a partly done read/write resumes: segment *idx, *skip bytes
+ * into it. Only walked on resubmission.
+ */
+static void luring_iov_pos(const RawAioReq *req, int *idx, size_t *skip)
+{
+    uint64_t left = req->done;
+    int i = 0;
+
+    while (i < req->niov && left >= req->iov[i].iov_len) {
+        left -= req->iov[i].iov_len;
+        i++;
+    }
+    *idx = i;
+    *skip = left;
+}
+
+static inline bool luring_in_pool(const LuringEngine *e, const void *p, size_t len)
+{
+    const uint8_t *b = p;
+
+    return e->pool && b >= e->pool && len <= e->pool_size &&
+           (size_t)(b - e->pool) <= e->pool_size - len;
+}
+
+static void luring_prep_rw(LuringEngine *e, struct io_uring_sqe *sqe, RawAioReq *req)
+{
+    bool write = req->type == RAW_AIO_WRITE;
+    uint64_t off = req->offset + req->done;
+    const struct iovec *iov = req->iov;
+    int niov = req->niov;
+    void *base;
+    size_t len;
+
+    if (req->done) {
+        int idx;
+        size_t skip;
+
+        luring_iov_pos(req, &idx, &skip);
+        iov += idx;
+        niov -= idx;
+        if (skip) {
+            /*
+             * Resuming mid-segment: the caller's iov array may not be
+             * modified, so finish this segment alone; the next round
+             * continues with the untouched tail of the array.
+             */
+            base = (uint8_t *)iov->iov_base + skip;
+            len = iov->iov_len - skip;
+            goto single;
+        }
+    }
+    if (niov == 1) {
+        base = iov->iov_base;
+        len = iov->iov_len;
+        goto single;
+    }
+    io_uring_prep_rw(write ? IORING_OP_WRITEV : IORING_OP_READV, sqe, req->fd,
+                     iov, niov, off);
+    return;
+
+single:
+    if (luring_in_pool(e, base, len)) {
+        io_uring_prep_rw(write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED,
+                         sqe, req->fd, base, len, off);
+        sqe->buf_index = 0;
+        e->stats.fixed_buf_ops++;
+        return;
+    }
+    io_uring_prep_rw(write ? IORING_OP_WRITE : IORING_OP_READ, sqe, req->fd,
+                     base, len, off);
+}
+
+static void luring_prep_zeroes(struct io_uring_sqe *sqe, RawAioReq *req)
+{
+    int mode;
+
+    if (req->flags & RAW_AIO_BLKDEV) {
+        /* blkdev_fallocate: ZERO_RANGE is BLKZEROOUT; PUNCH_HOLE never falls back. */
+        mode = (req->flags & RAW_AIO_NO_FALLBACK) ?
+               FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE :
+               FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+    } else if (req->engine_u64[0] & ST_PUNCH) {
+        mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    } else {
+        /* Like a write, zeroing past EOF extends the file. */
+        mode = FALLOC_FL_ZERO_RANGE;
+    }
+    io_uring_prep_fallocate(sqe, req->fd, mode, req->offset, req->bytes);
+}
+
+/* Fills the SQE(s) for req's current step; the caller checked space. */
+static void luring_fill_sqes(LuringEngine *e, RawAioReq *req)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
+    uint64_t st = req->engine_u64[0];
+
+    g_assert(sqe);
+    switch (req->type) {
+    case RAW_AIO_READ:
+    case RAW_AIO_WRITE:
+        if (st & ST_SYNC_ONLY) {
+            io_uring_prep_fsync(sqe, req->fd, IORING_FSYNC_DATASYNC);
+        } else {
+            luring_prep_rw(e, sqe, req);
+        }
+        break;
+    case RAW_AIO_FLUSH:
+        io_uring_prep_fsync(sqe, req->fd, IORING_FSYNC_DATASYNC);
+        break;
+    case RAW_AIO_DISCARD:
+        if (req->flags & RAW_AIO_BLKDEV) {
+            /* BLOCK_URING_CMD_DISCARD: start in addr, length in addr3. */
+            io_uring_prep_rw(IORING_OP_URING_CMD, sqe, req->fd, NULL, 0, 0);
+            sqe->cmd_op = BLOCK_URING_CMD_DISCARD;
+            sqe->addr = req->offset;
+            sqe->addr3 = req->bytes;
+        } else {
+            io_uring_prep_fallocate(sqe, req->fd,
+                                    FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                    req->offset, req->bytes);
+        }
+        break;
+    case RAW_AIO_WRITE_ZEROES:
+        luring_prep_zeroes(sqe, req);
+        break;
+    default:
+        g_assert_not_reached();
+    }
+    sqe->flags |= e->sqe_base_flags;
+    luring_set_file(e, sqe, req);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)req | TAG_MAIN);
+    st = (st & ~(uint64_t)ST_PENDING_MASK) | 1;
+    e->inflight++;
+    e->stats.sqes++;
+
+    if ((st & ST_FUA_PAIR) && !(st & ST_SYNC_ONLY)) {
+        /*
+         * FUA: the fdatasync runs only after the write fully succeeded;
+         * a failed or short write cancels it (-ECANCELED).
+         */
+        struct io_uring_sqe *link = io_uring_get_sqe(&e->ring);
+
+        sqe->flags |= IOSQE_IO_LINK;
+        io_uring_prep_fsync(link, req->fd, IORING_FSYNC_DATASYNC);
+        link->flags |= e->sqe_base_flags;
+        luring_set_file(e, link, req);
+        io_uring_sqe_set_data64(link, (uint64_t)(uintptr_t)req | TAG_LINK);
+        st = (st & ~(uint64_t)ST_PENDING_MASK) | 2;
+        req->engine_u64[1] = 0;
+        e->inflight++;
+        e->stats.sqes++;
+    }
+    req->engine_u64[0] = st;
+}
+
+/*
+ * Called when io_uring_enter itself failed with something other than
+ * -EBUSY/-EAGAIN/-EINTR (a dead ring, a SINGLE_ISSUER violation): the SQEs
+ * the kernel did not take are pulled back and their requests fail.
+ */
+static void luring_fail_unsubmitted(LuringEngine *e, int err)
+{
+    struct io_uring_sq *sq = &e->ring.sq;
+    unsigned head = *sq->khead;
+    unsigned tail = sq->sqe_tail;
+
+    if (e->sqpoll) {
+        return;     /* the SQ thread owns khead; nothing to pull back safely */
+    }
+    for (unsigned i = head; i != tail; i++) {
+        struct io_uring_sqe *sqe = &sq->sqes[sq->array[i & sq->ring_mask]];
+        uint64_t ud = sqe->user_data;
+        RawAioReq *req = (RawAioReq *)(uintptr_t)(ud & ~(uint64_t)TAG_MASK);
+
+        e->inflight--;
+        if ((ud & TAG_MASK) == TAG_MAIN) {
+            luring_done_push(e, req, err);
+        } else if ((ud & TAG_MASK) == TAG_NOP) {
+            e->nop_done = true;
+            e->nop_res = err;
+        }
+    }
+    /* Nothing reached the kernel: rewind the tail it would read. */
+    sq->sqe_tail = sq->sqe_head = head;
+    io_uring_smp_store_release(sq->ktail, head);
+}
+
+static inline void luring_schedule_submit(LuringEngine *e)
+{
+    if (!e->submit_bh_pending) {
+        e->submit_bh_pending = true;
+        aio_bh_schedule(e->submit_bh);
+    }
+}
+
+/* Sends every filled SQE to the kernel (one io_uring_enter, barring errors). */
+static void luring_flush(LuringEngine *e)
+{
+    int ret;
+
+    while (io_uring_sq_ready(&e->ring)) {
+        if (G_UNLIKELY(e->inj_kind == LURING_INJECT_EBUSY && e->inj_count > 0)) {
+            e->inj_count--;
+            ret = -EBUSY;
+        } else {
+            /* With SQPOLL this enters the kernel only to wake a sleeping SQ thread. */
+            ret = io_uring_submit(&e->ring);
+            e->stats.enters++;
+        }
+        if (ret > 0 || (ret == 0 && e->sqpoll)) {
+            if (e->sqpoll) {
+                return;
+            }
+            continue;   /* a partial submit goes again for the rest */
+        }
+        if (ret == -EINTR) {
+            continue;
+        }
+        if (ret == -EBUSY || ret == -EAGAIN || ret == 0) {
+            /*
+             * CQ backlog, or no memory for requests right now: the SQEs stay
+             * in the ring; the BH reaps completions and retries.
+             */
+            e->stats.submit_retries++;
+            luring_schedule_submit(e);
+            return;
+        }
+        luring_fail_unsubmitted(e, ret);
+        return;
+    }
+}
+
+/* Submit now, or leave it to the end of the batch/unplug/BH. */
+static inline void luring_kick(LuringEngine *e)
+{
+    if (e->plugged && io_uring_sq_space_left(&e->ring)) {
+        return;
+    }
+    if (e->reaping) {
+        /* luring_reap() flushes after the batch; the BH covers nested aio_poll. */
+        luring_schedule_submit(e);
+        return;
+    }
+    luring_flush(e);
+    if (e->iopoll && !e->sqpoll && e->inflight) {
+        aio_bh_schedule(e->iopoll_bh);
+    }
+}
+
+/* ---- Completion ---------------------------------------------------------------- */
+
+static inline void luring_finish(RawAioReq *req, int ret)
+{
+    req->cb(req->opaque, ret);
+}
+
+static void luring_resubmit(LuringEngine *e, RawAioReq *req)
+{
+    e->stats.resubmits++;
+    luring_enqueue(e, req);
+}
+
+/* Zero-fills a read's buffers from req->done to the end (EOF reached). */
+static void luring_zero_rest(RawAioReq *req)
+{
+    int idx;
+    size_t skip;
+
+    luring_iov_pos(req, &idx, &skip);
+    for (int i = idx; i < req->niov; i++) {
+        memset((uint8_t *)req->iov[i].iov_base + skip, 0, req->iov[i].iov_len - skip);
+        skip = 0;
+    }
+}
+
+/* Handles the result of a read or write step; FUA pairs come here once both CQEs are in. */
+static void luring_complete_rw(LuringEngine *e, RawAioReq *req, int res, int sync_res)
+{
+    uint64_t st = req->engine_u64[0];
+
+    if (st & ST_SYNC_ONLY) {
+        if (sync_res == -EAGAIN || sync_res == -EINTR) {
+            luring_resubmit(e, req);
+            return;
+        }
+        luring_finish(req, sync_res);
+        return;
+    }
+    if (res == -EAGAIN || res == -EINTR) {
+        /* Retried even with nothing else in flight: the kernel gave no progress. */
+        luring_resubmit(e, req);
+        return;
+    }
+    if (res < 0) {
+        luring_finish(req, res);
+        return;
+    }
+    if (res == 0 && req->done < req->bytes) {
+        if (req->type == RAW_AIO_READ) {
+            /* EOF: what lies beyond reads as zeroes (images may end short). */
+            luring_zero_rest(req);
+            luring_finish(req, 0);
+        } else {
+            /* A write that makes no progress at all will not make any later. */
+            luring_finish(req, -ENOSPC);
+        }
+        return;
+    }
+    req->done += (uint64_t)res;
+    if (req->done < req->bytes) {
+        /* Short transfer: go again for the remainder, at the advanced offset. */
+        luring_resubmit(e, req);
+        return;
+    }
+    if (st & ST_FUA_PAIR) {
+        if (sync_res == 0) {
+            luring_finish(req, 0);
+            return;
+        }
+        if (sync_res == -EAGAIN || sync_res == -EINTR || sync_res == -ECANCELED) {
+            /*
+             * -ECANCELED: the write looked short to the kernel (it then
+             * cancels the link) though our count says done, e.g. an earlier
+             * round covered the rest. Either way: sync again, alone.
+             */
+            req->engine_u64[0] |= ST_SYNC_ONLY;
+            luring_resubmit(e, req);
+            return;
+        }
+        luring_finish(req, sync_res);
+        return;
+    }
+    if (st & ST_POST_SYNC) {
+        e->stats.sync_ops++;
+        luring_finish(req, fdatasync(req->fd) < 0 ? -errno : 0);
+        return;
+    }
+    luring_finish(req, 0);
+}
+
+static void luring_complete_other(LuringEngine *e, RawAioReq *req, int res)
+{
+    if (res == -EAGAIN || res == -EINTR) {
+        luring_resubmit(e, req);
+        return;
+    }
+    if (req->type == RAW_AIO_DISCARD && (req->flags & RAW_AIO_BLKDEV) &&
+        (res == -EOPNOTSUPP || res == -EINVAL)) {
+        /*
+         * Kernels before 6.12 have no BLOCK_URING_CMD_DISCARD; the ioctl
+         * tells the real answer (also for devices without discard).
+         */
+        e->blk_discard_cmd = false;
+        req->engine_u64[0] |= ST_SYNC;
+        luring_resubmit(e, req);
+        return;
+    }
+    if (req->type == RAW_AIO_WRITE_ZEROES && !(req->flags & RAW_AIO_BLKDEV) &&
+        res == -EOPNOTSUPP) {
+        if ((req->flags & RAW_AIO_MAY_UNMAP) && !(req->engine_u64[0] & ST_PUNCH)) {
+            /* No ZERO_RANGE (e.g. tmpfs before 6.x, some network fs): a hole reads as zeroes. */
+            req->engine_u64[0] |= ST_PUNCH;
+            luring_resubmit(e, req);
+            return;
+        }
+        res = -ENOTSUP;
+    }
+    luring_finish(req, res);
+}
+
+static inline int luring_inject(LuringEngine *e, RawAioReq *req, int res)
+{
+    if (req->type != RAW_AIO_READ && req->type != RAW_AIO_WRITE) {
+        return res;
+    }
+    if (e->inj_kind == LURING_INJECT_SHORT && res >= 2) {
+        /* Keep O_DIRECT alignment where the size allows it. */
+        int half = (res / 2) & ~511;
+        e->inj_count--;
+        return half ? half : res / 2;
+    }
+    if (e->inj_kind == LURING_INJECT_EAGAIN) {
+        e->inj_count--;
+        return -EAGAIN;
+    }
+    return res;
+}
+
+static void luring_handle_cqe(LuringEngine *e, uint64_t ud, int res)
+{
+    RawAioReq *req = (RawAioReq *)(uintptr_t)(ud & ~(uint64_t)TAG_MASK);
+    unsigned tag = ud & TAG_MASK;
+    uint64_t st;
+
+    e->inflight--;
+    if (G_UNLIKELY(tag == TAG_NOP)) {
+        e->nop_done = true;
+        e->nop_res = res;
+        return;
+    }
+    if (G_UNLIKELY(e->inj_count > 0 && tag == TAG_MAIN &&
+                   e->inj_kind != LURING_INJECT_EBUSY &&
+                   !(req->engine_u64[0] & ST_SYNC_ONLY))) {
+        res = luring_inject(e, req, res);
+    }
+    st = req->engine_u64[0];
+    if (st & ST_FUA_PAIR && !(st & ST_SYNC_ONLY)) {
+        /* Collect both halves of the pair before deciding. */
+        if (tag == TAG_LINK) {
+            req->engine_u64[1] = (req->engine_u64[1] & 0xffffffffu) |
+                                 ((uint64_t)(uint32_t)res << 32);
+        } else {
+            req->engine_u64[1] = (req->engine_u64[1] & ~(uint64_t)0xffffffffu) |
+                                 (uint32_t)res;
+        }
+        req->engine_u64[0] = --st;
+        if (st & ST_PENDING_MASK) {
+            return;
+        }
+        luring_complete_rw(e, req, (int32_t)(uint32_t)req->engine_u64[1],
+                           (int32_t)(uint32_t)(req->engine_u64[1] >> 32));
+        return;
+    }
+    req->engine_u64[0] = st & ~(uint64_t)ST_PENDING_MASK;
+    switch (req->type) {
+    case RAW_AIO_READ:
+    case RAW_AIO_WRITE:
+        luring_complete_rw(e, req, res, res);
+        break;
+    default:
+        luring_complete_other(e, req, res);
+        break;
+    }
+}
+
+/* Reaps every CQE, running callbacks; then refills from the FIFO and submits once. */
+static void luring_reap(LuringEngine *e)
+{
+    struct io_uring_cqe *cqe;
+
+    e->reaping++;
+    if (e->defer_taskrun || (e->taskrun_flag &&
+        (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN))) {
+        /* Deferred/cooperative task work posts CQEs only when we enter. */
+        io_uring_get_events(&e->ring);
+    }
+    while (io_uring_peek_cqe(&e->ring, &cqe) == 0) {
+        uint64_t ud = cqe->user_data;
+        int res = cqe->res;
+
+        /* Consume first: the callback may nest aio_poll and reap again. */
+        io_uring_cqe_seen(&e->ring, cqe);
+        luring_handle_cqe(e, ud, res);
+    }
+    luring_refill(e);
+    e->reaping--;
+    if (!e->reaping && (!e->plugged || !io_uring_sq_space_left(&e->ring)) &&
+        io_uring_sq_ready(&e->ring)) {
+        if (e->submit_bh_pending) {
+            e->submit_bh_pending = false;
+            aio_bh_cancel(e->submit_bh);
+        }
+        luring_flush(e);
+    }
+    if (e->iopoll && !e->sqpoll && e->inflight) {
+        aio_bh_schedule(e->iopoll_bh);
+    }
+}
+
+static void luring_completion_cb(EventNotifier *n)
+{
+    LuringEngine *e = container_of(n, LuringEngine, notifier);
+
+    event_notifier_test_and_clear(n);
+    luring_reap(e);
+}
+
+static bool luring_poll_cb(EventNotifier *n)
+{
+    LuringEngine *e = container_of(n, LuringEngine, notifier);
+
+    return io_uring_cq_ready(&e->ring) ||
+           ((e->defer_taskrun || e->taskrun_flag) &&
+            (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN));
+}
+
+static void luring_poll_ready(EventNotifier *n)
+{
+    luring_reap(container_of(n, LuringEngine, notifier));
+}
+
+static void luring_submit_bh(void *opaque)
+{
+    LuringEngine *e = opaque;
+
+    e->submit_bh_pending = false;
+    luring_reap(e);
+    if (!e->plugged) {
+        luring_flush(e);
+    }
+}
+
+static void luring_done_bh(void *opaque)
+{
+    LuringEngine *e = opaque;
+    RawAioReq *req;
+
+    while ((req = e->done_head)) {
+        e->done_head = req->next;
+        if (!e->done_head) {
+            e->done_tail = NULL;
+        }
+        luring_finish(req, (int)(int64_t)req->engine_u64[1]);
+    }
+}
+
+/*
+ * IOPOLL without SQPOLL: completions are only found by polling from our
+ * thread, so keep polling (io_uring_enter GETEVENTS, min 0) while anything
+ * is in flight. This busy loop is the price of IOPOLL.
+ */
+static void luring_iopoll_bh(void *opaque)
+{
+    LuringEngine *e = opaque;
+
+    if (!e->inflight) {
+        return;
+    }
+    io_uring_get_events(&e->ring);
+    luring_reap(e);
+}
+
+/* ---- Ops ------------------------------------------------------------------------ */
+
+static int luring_submit(RawAioEngine *base, RawAioReq *req)
+{
+    LuringEngine *e = luring_of(base);
+    uint64_t st = 0;
+
+    if (G_UNLIKELY((unsigned)req->type >= RAW_AIO_TYPE_MAX)) {
+        return -EINVAL;
+    }
+    if (G_UNLIKELY(req->file_slot >= LURING_FILE_SLOTS ||
+                   (req->file_slot < 0 && e->restricted && e->fixed_files))) {
+        return -EBADF;  /* a restricted fixed-file ring refuses plain fds */
+    }
+    if (req->type == RAW_AIO_WRITE && (req->flags & RAW_AIO_FUA)) {
+        st = e->iopoll ? ST_POST_SYNC : ST_FUA_PAIR;
+    } else if (req->type != RAW_AIO_READ && req->type != RAW_AIO_WRITE) {
+        if (e->iopoll) {
+            st = ST_SYNC;   /* an IOPOLL ring takes only reads and writes */
+        } else if (req->type == RAW_AIO_DISCARD && (req->flags & RAW_AIO_BLKDEV) &&
+                   !e->blk_discard_cmd) {
+            st = ST_SYNC;
+        } else if (req->type == RAW_AIO_WRITE_ZEROES && (req->flags & RAW_AIO_BLKDEV) &&
+                   (req->flags & RAW_AIO_NO_FALLBACK) &&
+                   !(req->flags & RAW_AIO_MAY_UNMAP)) {
+            return -ENOTSUP;
+        }
+    }
+    req->done = 0;
+    req->engine_u64[0] = st;
+    req->engine_u64[1] = 0;
+    e->stats.submitted++;
+    luring_enqueue(e, req);
+    luring_kick(e);
+    return 0;
+}
+
+static void luring_plug(RawAioEngine *base)
+{
+    luring_of(base)->plugged++;
+}
+
+static void luring_unplug(RawAioEngine *base)
+{
+    LuringEngine *e = luring_of(base);
+
+    g_assert(e->plugged > 0);
+    if (--e->plugged == 0 && io_uring_sq_ready(&e->ring)) {
+        luring_kick(e);
+    }
+}
+
+/* ---- Fixed files ---------------------------------------------------------------- */
+
+static int luring_dev_iopoll_check(int fd, int open_flags, Error **errp)
+{
+    struct stat st;
+    char path[128], link[PATH_MAX];
+    dev_t dev;
+    int val = 0;
+    ssize_t n;
+    const char *name;
+
+    if (!(open_flags & O_DIRECT)) {
+        error_setg(errp, "io_uring iopoll needs O_DIRECT (cache.direct=on)");
+        return -EINVAL;
+    }
+    if (fstat(fd, &st) < 0) {
+        error_setg_errno(errp, errno, "io_uring iopoll: cannot stat the file");
+        return -errno;
+    }
+    dev = S_ISBLK(st.st_mode) ? st.st_rdev : st.st_dev;
+    snprintf(path, sizeof(path), "/sys/dev/block/%u:%u", major(dev), minor(dev));
+    n = readlink(path, link, sizeof(link) - 1);
+    if (n < 0) {
+        error_setg(errp, "io_uring iopoll: the file is not on a block device "
+                   "(device %u:%u has no %s)", major(dev), minor(dev), path);
+        return -EOPNOTSUPP;
+    }
+    link[n] = '\0';
+    name = strrchr(link, '/') ? strrchr(link, '/') + 1 : link;
+    snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/queue/io_poll",
+             major(dev), minor(dev));
+    if (access(path, R_OK) != 0) {
+        /* A partition: the queue belongs to the whole disk. */
+        snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/../queue/io_poll",
+                 major(dev), minor(dev));
+    }
+    if (read_int_file(path, &val) < 0 || val != 1) {
+        error_setg(errp, "io_uring iopoll: device %s (%u:%u) has no poll queues "
+                   "(queue/io_poll is %d); polled I/O would never complete",
+                   name, major(dev), minor(dev), val);
+        error_append_hint(errp, "For NVMe, load the driver with poll_queues=N "
+                          "(e.g. nvme.poll_queues=2), or use iopoll=off.\n");
+        return -EOPNOTSUPP;
+    }
+    return 0;
+}
+
+static int luring_add_file(RawAioEngine *base, int fd, int open_flags, Error **errp)
+{
+    LuringEngine *e = luring_of(base);
+    int ret;
+
+    if (e->iopoll) {
+        ret = luring_dev_iopoll_check(fd, open_flags, errp);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (!e->fixed_files) {
+        return -1;
+    }
+    for (int w = 0; w < LURING_FILE_SLOTS / 64; w++) {
+        if (~e->file_used[w]) {
+            int slot = w * 64 + __builtin_ctzll(~e->file_used[w]);
+
+            ret = io_uring_register_files_update(&e->ring, slot, &fd, 1);
+            if (ret < 0) {
+                error_setg_errno(errp, -ret, "io_uring: cannot register the file "
+                                 "in fixed-file slot %d", slot);
+                return ret;
+            }
+            e->file_used[w] |= 1ull << (slot % 64);
+            return slot;
+        }
+    }
+    if (e->restricted) {
+        /* The restricted ring accepts fixed files only. */
+        error_setg(errp, "io_uring: all %d fixed-file slots are in use",
+                   LURING_FILE_SLOTS);
+        return -ENFILE;
+    }
+    return -1;
+}
+
+static int luring_update_file(RawAioEngine *base, int slot, int fd)
+{
+    LuringEngine *e = luring_of(base);
+    int ret;
+
+    if (slot < 0 || slot >= LURING_FILE_SLOTS ||
+        !(e->file_used[slot / 64] & (1ull << (slot % 64)))) {
+        return -EBADF;
+    }
+    ret = io_uring_register_files_update(&e->ring, slot, &fd, 1);
+    return ret < 0 ? ret : 0;
+}
+
+static void luring_remove_file(RawAioEngine *base, int slot)
+{
+    LuringEngine *e = luring_of(base);
+    int none = -1;
+
+    if (slot < 0 || slot >= LURING_FILE_SLOTS ||
+        !(e->file_used[slot / 64] & (1ull << (slot % 64)))) {
+        return;
+    }
+    io_uring_register_files_update(&e->ring, slot, &none, 1);
+    e->file_used[slot / 64] &= ~(1ull << (slot % 64));
+}
+
+/* ---- Fixed buffers --------------------------------------------------------------- */
+
+static inline bool pool_page_used(const LuringEngine *e, unsigned i)
+{
+    return e->pool_map[i / 64] & (1ull << (i % 64));
+}
+
+static void *luring_buf_alloc(RawAioEngine *base, size_t size, size_t align)
+{
+    LuringEngine *e = luring_of(base);
+    unsigned npages, i, j;
+    void *p;
+
+    /* The pool is page aligned; larger alignments come from ordinary memory. */
+    if (e->pool && size && size <= e->pool_size && align <= LURING_PAGE) {
+        npages = (size + LURING_PAGE - 1) / LURING_PAGE;
+        for (i = 0; i + npages <= e->pool_pages;) {
+            if (i % 64 == 0 && e->pool_map[i / 64] == ~0ull) {
+                i += 64;
+                continue;
+            }
+            for (j = 0; j < npages && !pool_page_used(e, i + j); j++) {
+            }
+            if (j == npages) {
+                for (j = 0; j < npages; j++) {
+                    e->pool_map[(i + j) / 64] |= 1ull << ((i + j) % 64);
+                }
+                return e->pool + (size_t)i * LURING_PAGE;
+            }
+            i += j + 1;     /* past the used page */
+        }
+    }
+    /* Pool exhausted or not in use: ordinary memory (plain READ/WRITE). */
+    if (posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align,
+                       size ? size : 1) != 0) {
+        return NULL;
+    }
+    return p;
+}
+
+static void luring_buf_free(RawAioEngine *base, void *buf, size_t size)
+{
+    LuringEngine *e = luring_of(base);
+
+    if (!buf) {
+        return;
+    }
+    if (luring_in_pool(e, buf, size ? size : 1)) {
+        unsigned first = ((uint8_t *)buf - e->pool) / LURING_PAGE;
+        unsigned npages = (size + LURING_PAGE - 1) / LURING_PAGE;
+
+        for (unsigned j = 0; j < npages; j++) {
+            e->pool_map[(first + j) / 64] &= ~(1ull << ((first + j) % 64));
+        }
+        return;
+    }
+    free(buf);
+}
+
+static size_t luring_pool_size(unsigned depth)
+{
+    const char *env = getenv("RINGBLK_IO_URING_BUF_POOL_MB");
+    size_t sz;
+
+    if (env && atoi(env) > 0) {
+        return (size_t)atoi(env) << 20;
+    }
+    /* 32 KiB per queue slot: 4 MiB at depth 128, half the common 8 MiB memlock. */
+    sz = (size_t)depth * 32 * 1024;
+    return MAX(sz, (size_t)1 << 20);
+}
+
+/* Returns 1 when the pool is registered, 0 when skipped (AUTO), -errno on error. */
+static int luring_setup_buffers(LuringEngine *e, Error **errp)
+{
+    bool must = e->base.cfg.fixed_buffers == RAW_AIO_ONOFFAUTO_ON;
+    static bool warned;
+    struct rlimit rl;
+    struct iovec iov;
+    Error *err = NULL;
+    int ret;
+
+    if (e->base.cfg.fixed_buffers == RAW_AIO_ONOFFAUTO_OFF) {
+        return 0;
+    }
+    e->pool_size = luring_pool_size(e->sq_entries);
+    e->pool = mmap(NULL, e->pool_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (e->pool == MAP_FAILED) {
+        e->pool = NULL;
+        ret = -errno;
+        error_setg_errno(&err, -ret, "io_uring: cannot map the %zu KiB buffer pool",
+                         e->pool_size >> 10);
+        goto fail;
+    }
+    iov.iov_base = e->pool;
+    iov.iov_len = e->pool_size;
+    ret = io_uring_register_buffers(&e->ring, &iov, 1);
+    if (ret < 0) {
+        if (ret == -ENOMEM && getrlimit(RLIMIT_MEMLOCK, &rl) == 0 &&
+            rl.rlim_cur != RLIM_INFINITY) {
+            /* Registered buffers are pinned and count against RLIMIT_MEMLOCK. */
+            size_t need_kib = (size_t)(rl.rlim_cur >> 10) + (e->pool_size >> 10);
+
+            error_setg(&err, "io_uring fixed buffers: pinning the %zu KiB buffer pool "
+                       "exceeds RLIMIT_MEMLOCK (%llu KiB); raise the limit to at "
+                       "least %zu KiB ('ulimit -l %zu', or 'prlimit --pid PID "
+                       "--memlock=%zu', or LimitMEMLOCK= in a systemd unit) or use "
+                       "fixed-buffers=off", e->pool_size >> 10,
+                       (unsigned long long)rl.rlim_cur >> 10, need_kib, need_kib,
+                       need_kib << 10);
+        } else {
+            error_setg_errno(&err, -ret, "io_uring: cannot register the buffer pool");
+        }
+        munmap(e->pool, e->pool_size);
+        e->pool = NULL;
+        goto fail;
+    }
+    e->pool_pages = e->pool_size / LURING_PAGE;
+    e->pool_map = g_new0(uint64_t, (e->pool_pages + 63) / 64);
+    return 1;
+
+fail:
+    if (must) {
+        error_propagate(errp, err);
+        return ret;
+    }
+    if (!warned) {
+        warned = true;
+        warn_report("%s; continuing without fixed buffers", error_get_pretty(err));
+    }
+    error_free(err);
+    return 0;
+}
+
+/* ---- Create / destroy ------------------------------------------------------------ */
+
+/* Setup flags chosen by default; see docs/devel/io_uring.md for measurements. */
+static unsigned luring_wanted_flags(const RawAioConfig *cfg)
+{
+    const char *mode = getenv("RINGBLK_IO_URING_TASKRUN");   /* tuning override */
+    unsigned f = IORING_SETUP_SUBMIT_ALL;
+
+    if (cfg->sqpoll) {
+        return f;   /* task-run modes concern completions posted to our thread */
+    }
+    if (!mode || !strcmp(mode, "coop")) {
+        f |= IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+    } else if (!strcmp(mode, "defer")) {
+        f |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+             IORING_SETUP_TASKRUN_FLAG;
+    }
+    return f;
+}
+
+static int luring_setup_ring(LuringEngine *e, const RawAioConfig *cfg,
+                             unsigned depth, bool restrict_ring, Error **errp)
+{
+    struct io_uring_params p;
+    unsigned want = luring_wanted_flags(cfg);
+    LuringEngine *share = NULL;
+    int ret;
+
+    memset(&p, 0, sizeof(p));
+    /* Keep only what this kernel accepted in the probe. */
+    p.flags = want & luring_caps.setup_flags;
+    if ((p.flags & IORING_SETUP_TASKRUN_FLAG) &&
+        !(p.flags & (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_DEFER_TASKRUN))) {
+        p.flags &= ~IORING_SETUP_TASKRUN_FLAG;
+    }
+    if ((p.flags & IORING_SETUP_DEFER_TASKRUN) && !(p.flags & IORING_SETUP_SINGLE_ISSUER)) {
+        p.flags &= ~IORING_SETUP_DEFER_TASKRUN;
+    }
+    if (cfg->iopoll) {
+        p.flags |= IORING_SETUP_IOPOLL;
+    }
+    if (restrict_ring) {
+        p.flags |= IORING_SETUP_R_DISABLED;
+    }
+    if (cfg->sqpoll) {
+        p.flags |= IORING_SETUP_SQPOLL;
+        p.sq_thread_idle = cfg->sq_thread_idle_ms ? cfg->sq_thread_idle_ms :
+                           LURING_DEFAULT_SQ_IDLE_MS;
+        if (cfg->sq_thread_cpu >= 0) {
+            p.flags |= IORING_SETUP_SQ_AFF;
+            p.sq_thread_cpu = cfg->sq_thread_cpu;
+        }
+        pthread_mutex_lock(&luring_sqpoll_lock);
+        for (share = luring_sqpoll_list; share; share = share->sqpoll_next) {
+            if (share->base.cfg.sq_thread_cpu == cfg->sq_thread_cpu &&
+                share->base.cfg.sq_thread_idle_ms == cfg->sq_thread_idle_ms) {
+                break;
+            }
+        }
+        if (share) {
+            /* One SQ thread serves every matching instance. */
+            p.flags |= IORING_SETUP_ATTACH_WQ;
+            p.wq_fd = share->ring.ring_fd;
+        }
+    }
+    ret = io_uring_queue_init_params(depth, &e->ring, &p);
+    if (ret < 0 && share) {
+        p.flags &= ~IORING_SETUP_ATTACH_WQ;
+        p.wq_fd = 0;
+        ret = io_uring_queue_init_params(depth, &e->ring, &p);
+    }
+    if (cfg->sqpoll) {
+        if (ret == 0) {
+            e->sqpoll_next = luring_sqpoll_list;
+            luring_sqpoll_list = e;
+        }
+        pthread_mutex_unlock(&luring_sqpoll_lock);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "io_uring: cannot create a ring of %u entries%s%s",
+                         depth, cfg->sqpoll ? " with SQPOLL" : "",
+                         cfg->iopoll ? " with IOPOLL" : "");
+        return ret;
+    }
+    e->setup_flags = p.flags;
+    return 0;
+}
+
+static int luring_restrict(LuringEngine *e, Error **errp)
+{
+    struct io_uring_restriction res[24];
+    unsigned n = 0;
+    static const uint8_t ops[] = {
+        IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_READ, IORING_OP_WRITE,
+        IORING_OP_FSYNC, IORING_OP_FALLOCATE,
+    };
+    static const uint8_t regs[] = {
+        IORING_REGISTER_FILES_UPDATE, IORING_UNREGISTER_RING_FDS,
+    };
+    int ret;
+
+    memset(res, 0, sizeof(res));
+    for (size_t i = 0; i < G_N_ELEMENTS(ops); i++) {
+        res[n].opcode = IORING_RESTRICTION_SQE_OP;
+        res[n++].sqe_op = ops[i];
+    }
+    if (e->pool) {
+        res[n].opcode = IORING_RESTRICTION_SQE_OP;
+        res[n++].sqe_op = IORING_OP_READ_FIXED;
+        res[n].opcode = IORING_RESTRICTION_SQE_OP;
+        res[n++].sqe_op = IORING_OP_WRITE_FIXED;
+    }
+    if (e->blk_discard_cmd) {
+        res[n].opcode = IORING_RESTRICTION_SQE_OP;
+        res[n++].sqe_op = IORING_OP_URING_CMD;
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(regs); i++) {
+        res[n].opcode = IORING_RESTRICTION_REGISTER_OP;
+        res[n++].register_op = regs[i];
+    }
+    res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+    res[n++].sqe_flags = IOSQE_FIXED_FILE | IOSQE_IO_LINK | IOSQE_ASYNC;
+    if (e->fixed_files) {
+        res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_REQUIRED;
+        res[n++].sqe_flags = IOSQE_FIXED_FILE;
+    }
+    ret = io_uring_register_restrictions(&e->ring, res, n);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "io_uring: cannot register ring restrictions");
+        return ret;
+    }
+    return 0;
+}
+
+static void luring_sqpoll_unlink(LuringEngine *e)
+{
+    LuringEngine **p;
+
+    pthread_mutex_lock(&luring_sqpoll_lock);
+    for (p = &luring_sqpoll_list; *p; p = &(*p)->sqpoll_next) {
+        if (*p == e) {
+            *p = e->sqpoll_next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&luring_sqpoll_lock);
+}
+
+static void luring_inject_from_env(LuringEngine *e)
+{
+    const char *env = getenv("RINGBLK_IO_URING_INJECT");
+    char kind[16];
+    int n;
+
+    if (!env || sscanf(env, "%15[a-z]:%d", kind, &n) != 2) {
+        return;
+    }
+    if (!strcmp(kind, "short")) {
+        luring_debug_inject(&e->base, LURING_INJECT_SHORT, n);
+    } else if (!strcmp(kind, "eagain")) {
+        luring_debug_inject(&e->base, LURING_INJECT_EAGAIN, n);
+    } else if (!strcmp(kind, "ebusy")) {
+        luring_debug_inject(&e->base, LURING_INJECT_EBUSY, n);
+    }
+}
+
+static void luring_destroy(RawAioEngine *base);
+
+static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Error **errp)
+{
+    LuringEngine *e;
+    /* At least 2: a FUA write needs two SQEs at once. */
+    unsigned depth = cfg->queue_depth ? MAX(cfg->queue_depth, 2) : LURING_DEFAULT_DEPTH;
+    bool restrict_ring;
+    int ret;
+
+    if (!luring_available(errp)) {
+        return NULL;
+    }
+    if (depth > LURING_MAX_DEPTH) {
+        error_setg(errp, "io_uring: queue depth %u is above the maximum %u",
+                   depth, LURING_MAX_DEPTH);
+        return NULL;
+    }
+    if (cfg->restrict_ops == RAW_AIO_ONOFFAUTO_ON && !luring_caps.restrictions) {
+        error_setg(errp, "io_uring: restrict-ops=on needs ring restrictions "
+                   "(IORING_SETUP_R_DISABLED, Linux 5.10)");
+        return NULL;
+    }
+    restrict_ring = cfg->restrict_ops != RAW_AIO_ONOFFAUTO_OFF && luring_caps.restrictions;
+
+    e = g_new0(LuringEngine, 1);
+    e->base.ops = &raw_aio_io_uring_ops;
+    e->base.ctx = ctx;
+    e->base.cfg = *cfg;
+    e->notifier.fd = -1;
+    e->ring.ring_fd = -1;
+    e->iopoll = cfg->iopoll;
+    e->sqpoll = cfg->sqpoll;
+    e->fixed_files = cfg->fixed_files;
+    e->sqe_base_flags = cfg->async_punt ? IOSQE_ASYNC : 0;
+    e->blk_discard_cmd = luring_caps.op_uring_cmd;
+
+    ret = luring_setup_ring(e, cfg, depth, restrict_ring, errp);
+    if (ret < 0) {
+        g_free(e);
+        return NULL;
+    }
+    e->sq_entries = e->ring.sq.ring_entries;
+    e->defer_taskrun = e->setup_flags & IORING_SETUP_DEFER_TASKRUN;
+    e->taskrun_flag = e->setup_flags & IORING_SETUP_TASKRUN_FLAG;
+
+    if (e->fixed_files) {
+        ret = io_uring_register_files_sparse(&e->ring, LURING_FILE_SLOTS);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "io_uring: cannot register a table of "
+                             "%d fixed files", LURING_FILE_SLOTS);
+            goto fail;
+        }
+    }
+    ret = luring_setup_buffers(e, errp);
+    if (ret < 0) {
+        goto fail;
+    }
+    ret = event_notifier_init(&e->notifier, false);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "io_uring: cannot create an eventfd");
+        e->notifier.fd = -1;
+        goto fail;
+    }
+    ret = io_uring_register_eventfd(&e->ring, event_notifier_get_fd(&e->notifier));
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "io_uring: cannot register the eventfd");
+        goto fail;
+    }
+    if (restrict_ring) {
+        ret = luring_restrict(e, errp);
+        if (ret < 0) {
+            goto fail;
+        }
+        e->restricted = true;
+    }
+    if (!e->sqpoll && getenv("RINGBLK_IO_URING_REGRING") &&
+        strcmp(getenv("RINGBLK_IO_URING_REGRING"), "0") != 0) {
+        /* Optional: saves the fd lookup per io_uring_enter; per-thread table. */
+        e->reg_ring_fd = io_uring_register_ring_fd(&e->ring) == 1;
+    }
+    if (restrict_ring) {
+        ret = io_uring_enable_rings(&e->ring);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "io_uring: cannot enable the restricted ring");
+            goto fail;
+        }
+    }
+    e->submit_bh = aio_bh_new(ctx, luring_submit_bh, e);
+    e->done_bh = aio_bh_new(ctx, luring_done_bh, e);
+    e->iopoll_bh = aio_bh_new(ctx, luring_iopoll_bh, e);
+    aio_set_event_notifier(ctx, &e->notifier, false, luring_completion_cb,
+                           luring_poll_cb, luring_poll_ready);
+    luring_inject_from_env(e);
+    return &e->base;
+
+fail:
+    luring_destroy(&e->base);
+    return NULL;
+}
+
+static void luring_destroy(RawAioEngine *base)
+{
+    LuringEngine *e = luring_of(base);
+
+    e->destroying = true;
+    e->plugged = 0;
+    if (e->submit_bh) {
+        /* Every request completes, its callback runs, before the ring goes. */
+        while (e->inflight || e->ovf_head || e->done_head ||
+               io_uring_sq_ready(&e->ring)) {
+            luring_done_bh(e);
+            luring_flush(e);
+            /* Wait only when everything is in the kernel's hands. */
+            if (e->inflight && (e->sqpoll || !io_uring_sq_ready(&e->ring))) {
+                struct io_uring_cqe *cqe;
+                int ret = io_uring_wait_cqe(&e->ring, &cqe);
+
+                if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+                    g_error("io_uring: waiting for completions at destroy: %s",
+                            strerror(-ret));
+                }
+            }
+            luring_reap(e);
+            luring_done_bh(e);
+        }
+        aio_set_event_notifier(base->ctx, &e->notifier, false, NULL, NULL, NULL);
+        aio_bh_delete(e->submit_bh);
+        aio_bh_delete(e->done_bh);
+        aio_bh_delete(e->iopoll_bh);
+    }
+    if (e->sqpoll) {
+        luring_sqpoll_unlink(e);
+    }
+    if (e->ring.ring_fd >= 0) {
+        io_uring_queue_exit(&e->ring);
+    }
+    if (e->notifier.fd >= 0) {
+        event_notifier_cleanup(&e->notifier);
+    }
+    if (e->pool) {
+        munmap(e->pool, e->pool_size);
+    }
+    g_free(e->pool_map);
+    g_free(e);
+}
+
+/* ---- Debug hooks ------------------------------------------------------------------- */
+
+void luring_debug_inject(RawAioEngine *base, int kind, int n)
+{
+    LuringEngine *e = luring_of(base);
+
+    e->inj_kind = kind;
+    e->inj_count = kind == LURING_INJECT_NONE ? 0 : n;
+}
+
+void luring_get_stats(RawAioEngine *base, LuringStats *st)
+{
+    *st = luring_of(base)->stats;
+}
+
+void luring_get_info(RawAioEngine *base, LuringInfo *info)
+{
+    LuringEngine *e = luring_of(base);
+
+    info->sq_entries = e->sq_entries;
+    info->setup_flags = e->setup_flags;
+    info->sqpoll = e->setup_flags & IORING_SETUP_SQPOLL;
+    info->shared_sq_thread = e->setup_flags & IORING_SETUP_ATTACH_WQ;
+    info->fixed_buffers = e->pool != NULL;
+    info->restricted = e->restricted;
+    info->registered_ring_fd = e->reg_ring_fd;
+}
+
+int luring_debug_nop(RawAioEngine *base)
+{
+    LuringEngine *e = luring_of(base);
+    struct io_uring_sqe *sqe;
+
+    if (e->inflight >= e->sq_entries || e->ovf_head ||
+        !(sqe = io_uring_get_sqe(&e->ring))) {
+        return -EBUSY;
+    }
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)e | TAG_NOP);
+    e->inflight++;
+    e->nop_done = false;
+    luring_kick(e);
+    return 0;
+}
+
+int luring_debug_nop_result(RawAioEngine *base, int *res)
+{
+    LuringEngine *e = luring_of(base);
+
+    if (!e->nop_done) {
+        return 0;
+    }
+    *res = e->nop_res;
+    return 1;
+}
+
+const RawAioOps raw_aio_io_uring_ops = {
+    .name = "io_uring",
+    .available = luring_available,
+    .create = luring_create,
+    .destroy = luring_destroy,
+    .add_file = luring_add_file,
+    .update_file = luring_update_file,
+    .remove_file = luring_remove_file,
+    .submit = luring_submit,
+    .plug = luring_plug,
+    .unplug = luring_unplug,
+    .buf_alloc = luring_buf_alloc,
+    .buf_free = luring_buf_free,
+};

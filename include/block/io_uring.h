@@ -1,0 +1,74 @@
+/*
+ * io_uring engine extras beyond the RawAioOps seam: test and debug hooks.
+ *
+ * Everything here is cheap when unused (one predictable branch per
+ * completion) and exists in the stub build too, so tests need no #ifdef.
+ * All functions except luring_probe_uncached() run in the engine's
+ * AioContext thread.
+ */
+#ifndef BLOCK_IO_URING_H
+#define BLOCK_IO_URING_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "block/raw-aio.h"
+
+typedef enum {
+    LURING_INJECT_NONE = 0,
+    LURING_INJECT_SHORT,    /* next N read/write completions report half the bytes */
+    LURING_INJECT_EAGAIN,   /* next N read/write completions report -EAGAIN */
+    LURING_INJECT_EBUSY,    /* next N io_uring_enter submits fail with -EBUSY (no syscall) */
+} LuringInjectKind;
+
+/*
+ * Arms a fault for the next n events of `kind` (replacing any armed fault).
+ * The env var RINGBLK_IO_URING_INJECT="short:N" / "eagain:N" / "ebusy:N"
+ * arms every new instance the same way.
+ */
+void luring_debug_inject(RawAioEngine *e, int kind, int n);
+
+/* Counters of one instance, for tests and tuning (not reset). */
+typedef struct LuringStats {
+    uint64_t submitted;      /* requests accepted by submit() */
+    uint64_t sqes;           /* SQEs filled (resubmissions and links included) */
+    uint64_t enters;         /* io_uring_enter calls made to submit */
+    uint64_t resubmits;      /* short I/O, -EAGAIN, -EINTR continuations */
+    uint64_t queued;         /* requests that waited in the overflow FIFO */
+    uint64_t submit_retries; /* -EBUSY/-EAGAIN from io_uring_enter */
+    uint64_t sync_ops;       /* operations done synchronously (ring cannot) */
+    uint64_t fixed_buf_ops;  /* READ_FIXED / WRITE_FIXED */
+} LuringStats;
+
+void luring_get_stats(RawAioEngine *e, LuringStats *st);
+
+/* What the instance actually uses (after AUTO decisions and kernel probes). */
+typedef struct LuringInfo {
+    unsigned sq_entries;
+    unsigned setup_flags;    /* IORING_SETUP_* the ring was created with */
+    bool sqpoll;
+    bool shared_sq_thread;   /* attached to another instance's SQ thread */
+    bool fixed_buffers;
+    bool restricted;
+    bool registered_ring_fd;
+} LuringInfo;
+
+void luring_get_info(RawAioEngine *e, LuringInfo *info);
+
+/*
+ * Submits an IORING_OP_NOP on the instance's ring (an opcode the engine
+ * never uses, so a restricted ring refuses it). Returns 0 when queued; the
+ * CQE's result is later readable with luring_debug_nop_result(), which
+ * returns 1 and sets *res once the CQE was reaped, else 0.
+ */
+int luring_debug_nop(RawAioEngine *e);
+int luring_debug_nop_result(RawAioEngine *e, int *res);
+
+/*
+ * available() without the per-process cache (and without the
+ * RINGBLK_IO_URING_DISABLE override): for tests that change the process's
+ * privileges, e.g. install a seccomp filter in a forked child.
+ */
+bool luring_probe_uncached(Error **errp);
+
+#endif

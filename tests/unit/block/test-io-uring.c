@@ -1,0 +1,983 @@
+/*
+ * io_uring engine tests: resubmission of short and failed transfers, EOF,
+ * overflow, -EBUSY, options (fixed files/buffers, SQPOLL, IOPOLL refusal,
+ * restrictions), availability diagnostics (seccomp) and teardown with
+ * requests in flight. Faults come from luring_debug_inject().
+ * Skips (77) when io_uring is unavailable here.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/audit.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include "block/aio.h"
+#include "block/io_uring.h"
+#include "block/raw-aio.h"
+
+#define FILE_SIZE (1024 * 1024)
+
+static const RawAioOps *ops = &raw_aio_io_uring_ops;
+static AioContext *ctx;
+static char *scratch_dir;
+
+typedef struct TestReq {
+    RawAioReq req;
+    struct iovec iov[4];
+    int ret;
+    bool done;
+    int *counter;
+} TestReq;
+
+static void test_req_cb(void *opaque, int ret)
+{
+    TestReq *t = opaque;
+
+    g_assert_false(t->done);
+    t->done = true;
+    t->ret = ret;
+    if (t->counter) {
+        (*t->counter)++;
+    }
+}
+
+static uint8_t pattern_byte(uint64_t off)
+{
+    return (uint8_t)((off * 7 + (off >> 9)) ^ 0x5a);
+}
+
+/* A scratch file of FILE_SIZE bytes filled with the pattern. */
+static int make_file(const char *name, int extra_flags, size_t size)
+{
+    g_autofree char *path = g_build_filename(scratch_dir, name, NULL);
+    g_autofree uint8_t *buf = g_malloc(size);
+    int fd;
+
+    for (size_t i = 0; i < size; i++) {
+        buf[i] = pattern_byte(i);
+    }
+    fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(pwrite(fd, buf, size, 0), ==, (ssize_t)size);
+    if (extra_flags) {
+        close(fd);
+        fd = open(path, O_RDWR | O_CLOEXEC | extra_flags);
+        g_assert_cmpint(fd, >=, 0);
+    }
+    unlink(path);
+    return fd;
+}
+
+static RawAioConfig default_cfg(void)
+{
+    return (RawAioConfig) {
+        .queue_depth = 0,
+        .fixed_buffers = RAW_AIO_ONOFFAUTO_OFF,
+        .sq_thread_cpu = -1,
+        .restrict_ops = RAW_AIO_ONOFFAUTO_OFF,
+    };
+}
+
+static RawAioEngine *create_engine(const RawAioConfig *cfg)
+{
+    Error *err = NULL;
+    RawAioEngine *e = ops->create(ctx, cfg, &err);
+
+    if (!e) {
+        g_error("create: %s", error_get_pretty(err));
+    }
+    return e;
+}
+
+static void prep(TestReq *t, RawAioType type, int fd, int slot, uint64_t off,
+                 void *buf, size_t len)
+{
+    memset(t, 0, sizeof(*t));
+    t->req.type = type;
+    t->req.fd = fd;
+    t->req.file_slot = slot;
+    t->req.offset = off;
+    t->req.bytes = len;
+    t->iov[0].iov_base = buf;
+    t->iov[0].iov_len = len;
+    t->req.iov = t->iov;
+    t->req.niov = buf ? 1 : 0;
+    t->req.cb = test_req_cb;
+    t->req.opaque = t;
+}
+
+static void wait_for(TestReq *t)
+{
+    while (!t->done) {
+        aio_poll(ctx, true);
+    }
+}
+
+static void wait_count(int *count, int want)
+{
+    while (*count < want) {
+        aio_poll(ctx, true);
+    }
+}
+
+static void check_pattern(const uint8_t *buf, uint64_t off, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (buf[i] != pattern_byte(off + i)) {
+            g_error("byte %zu (file offset %" PRIu64 "): got 0x%02x, want 0x%02x",
+                    i, off + i, buf[i], pattern_byte(off + i));
+        }
+    }
+}
+
+/* ---- Basic I/O ---------------------------------------------------------------- */
+
+static void test_read_write(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e = create_engine(&cfg);
+    int fd = make_file("rw", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(12288);
+    g_autofree uint8_t *wbuf = g_malloc(8192);
+    TestReq t;
+
+    /* Vectored read: three segments of odd sizes. */
+    prep(&t, RAW_AIO_READ, fd, -1, 4096, NULL, 0);
+    t.iov[0] = (struct iovec){ buf, 1000 };
+    t.iov[1] = (struct iovec){ buf + 1000, 5000 };
+    t.iov[2] = (struct iovec){ buf + 6000, 6288 };
+    t.req.niov = 3;
+    t.req.bytes = 12288;
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    g_assert_false(t.done);     /* never from within submit */
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    check_pattern(buf, 4096, 12288);
+
+    /* Single-segment write, then read back. */
+    memset(wbuf, 0xc3, 8192);
+    prep(&t, RAW_AIO_WRITE, fd, -1, 65536, wbuf, 8192);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    memset(buf, 0, 8192);
+    g_assert_cmpint(pread(fd, buf, 8192, 65536), ==, 8192);
+    g_assert_cmpmem(buf, 8192, wbuf, 8192);
+
+    /* Flush. */
+    prep(&t, RAW_AIO_FLUSH, fd, -1, 0, NULL, 0);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+
+    /* Errors reach the callback as -errno. */
+    prep(&t, RAW_AIO_READ, 9999, -1, 0, buf, 512);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, -EBADF);
+
+    ops->destroy(e);
+    close(fd);
+}
+
+/* ---- Resubmission --------------------------------------------------------------- */
+
+/* Short reads injected twice in a row at depth 1 with nothing else in flight. */
+static void test_short_read(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    int fd = make_file("short", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc0(65536);
+    LuringStats st;
+    TestReq t;
+
+    cfg.queue_depth = 1;
+    e = create_engine(&cfg);
+    luring_debug_inject(e, LURING_INJECT_SHORT, 2);
+    prep(&t, RAW_AIO_READ, fd, -1, 8192, NULL, 0);
+    /* Segments chosen so the halves fall mid-segment. */
+    t.iov[0] = (struct iovec){ buf, 3000 };
+    t.iov[1] = (struct iovec){ buf + 3000, 40000 };
+    t.iov[2] = (struct iovec){ buf + 43000, 22536 };
+    t.req.niov = 3;
+    t.req.bytes = 65536;
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    check_pattern(buf, 8192, 65536);
+    luring_get_stats(e, &st);
+    /* 2 injected shorts; the mid-segment resume takes one extra step. */
+    g_assert_cmpuint(st.resubmits, >=, 2);
+    g_assert_cmpuint(st.submitted, ==, 1);
+    ops->destroy(e);
+    close(fd);
+}
+
+static void test_short_write(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    int fd = make_file("shortw", 0, FILE_SIZE);
+    g_autofree uint8_t *wbuf = g_malloc(32768);
+    g_autofree uint8_t *rbuf = g_malloc(32768);
+    LuringStats st;
+    TestReq t;
+
+    cfg.queue_depth = 1;
+    e = create_engine(&cfg);
+    for (int i = 0; i < 32768; i++) {
+        wbuf[i] = (uint8_t)(i * 13);
+    }
+    luring_debug_inject(e, LURING_INJECT_SHORT, 2);
+    prep(&t, RAW_AIO_WRITE, fd, -1, 4096, wbuf, 32768);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    luring_get_stats(e, &st);
+    g_assert_cmpuint(st.resubmits, ==, 2);
+    g_assert_cmpint(pread(fd, rbuf, 32768, 4096), ==, 32768);
+    g_assert_cmpmem(rbuf, 32768, wbuf, 32768);
+    ops->destroy(e);
+    close(fd);
+}
+
+static void test_eagain(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    int fd = make_file("eagain", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc0(4096);
+    LuringStats st;
+    TestReq t;
+
+    cfg.queue_depth = 1;
+    e = create_engine(&cfg);
+    luring_debug_inject(e, LURING_INJECT_EAGAIN, 3);
+    prep(&t, RAW_AIO_READ, fd, -1, 12288, buf, 4096);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    check_pattern(buf, 12288, 4096);
+    luring_get_stats(e, &st);
+    g_assert_cmpuint(st.resubmits, ==, 3);
+    g_assert_cmpuint(st.sqes, ==, 4);
+    ops->destroy(e);
+    close(fd);
+}
+
+static void test_eof_zero_fill(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e = create_engine(&cfg);
+    int fd = make_file("eof", 0, 1000);
+    g_autofree uint8_t *buf = g_malloc(8192);
+    TestReq t;
+
+    memset(buf, 0xaa, 8192);
+    prep(&t, RAW_AIO_READ, fd, -1, 0, NULL, 0);
+    t.iov[0] = (struct iovec){ buf, 600 };
+    t.iov[1] = (struct iovec){ buf + 600, 7592 };
+    t.req.niov = 2;
+    t.req.bytes = 8192;
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    check_pattern(buf, 0, 1000);
+    for (int i = 1000; i < 8192; i++) {
+        g_assert_cmpuint(buf[i], ==, 0);
+    }
+
+    /* Entirely past EOF: all zeroes. */
+    memset(buf, 0xaa, 4096);
+    prep(&t, RAW_AIO_READ, fd, -1, 65536, buf, 4096);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    for (int i = 0; i < 4096; i++) {
+        g_assert_cmpuint(buf[i], ==, 0);
+    }
+    ops->destroy(e);
+    close(fd);
+}
+
+/* ---- Overflow and submission errors ----------------------------------------------- */
+
+#define OVF_REQS 4096
+
+/* 4096 reads through a 16-entry ring, then a flush: all complete, in order of FIFO. */
+static void test_overflow(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    int fd = make_file("ovf", 0, FILE_SIZE);
+    g_autofree TestReq *t = g_new0(TestReq, OVF_REQS + 1);
+    g_autofree uint8_t *buf = g_malloc(OVF_REQS * 256);
+    LuringStats st;
+    int count = 0;
+
+    cfg.queue_depth = 16;
+    e = create_engine(&cfg);
+    for (int i = 0; i < OVF_REQS; i++) {
+        prep(&t[i], RAW_AIO_READ, fd, -1, (uint64_t)i * 256, buf + i * 256, 256);
+        t[i].counter = &count;
+        g_assert_cmpint(raw_aio_submit(e, &t[i].req), ==, 0);
+    }
+    prep(&t[OVF_REQS], RAW_AIO_FLUSH, fd, -1, 0, NULL, 0);
+    t[OVF_REQS].counter = &count;
+    g_assert_cmpint(raw_aio_submit(e, &t[OVF_REQS].req), ==, 0);
+    wait_count(&count, OVF_REQS + 1);
+    for (int i = 0; i <= OVF_REQS; i++) {
+        g_assert_true(t[i].done);
+        g_assert_cmpint(t[i].ret, ==, 0);
+    }
+    check_pattern(buf, 0, OVF_REQS * 256);
+    luring_get_stats(e, &st);
+    g_assert_cmpuint(st.submitted, ==, OVF_REQS + 1);
+    g_assert_cmpuint(st.queued, >=, OVF_REQS + 1 - 16);
+    ops->destroy(e);
+    close(fd);
+}
+
+/* io_uring_enter failing with -EBUSY: reap, retry; nothing lost. */
+static void test_ebusy(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    int fd = make_file("ebusy", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(64 * 512);
+    TestReq t[64];
+    LuringStats st;
+    int count = 0;
+
+    cfg.queue_depth = 8;
+    e = create_engine(&cfg);
+    luring_debug_inject(e, LURING_INJECT_EBUSY, 3);
+    for (int i = 0; i < 64; i++) {
+        prep(&t[i], RAW_AIO_READ, fd, -1, (uint64_t)i * 512, buf + i * 512, 512);
+        t[i].counter = &count;
+        g_assert_cmpint(raw_aio_submit(e, &t[i].req), ==, 0);
+    }
+    wait_count(&count, 64);
+    for (int i = 0; i < 64; i++) {
+        g_assert_cmpint(t[i].ret, ==, 0);
+    }
+    check_pattern(buf, 0, 64 * 512);
+    luring_get_stats(e, &st);
+    g_assert_cmpuint(st.submit_retries, ==, 3);
+    ops->destroy(e);
+    close(fd);
+}
+
+/* Plugged requests go out in one io_uring_enter at unplug. */
+static void test_plug(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e = create_engine(&cfg);
+    int fd = make_file("plug", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(32 * 4096);
+    TestReq t[32];
+    LuringStats before, after;
+    int count = 0;
+
+    luring_get_stats(e, &before);
+    ops->plug(e);
+    ops->plug(e);
+    for (int i = 0; i < 32; i++) {
+        prep(&t[i], RAW_AIO_READ, fd, -1, (uint64_t)i * 4096, buf + i * 4096, 4096);
+        t[i].counter = &count;
+        g_assert_cmpint(raw_aio_submit(e, &t[i].req), ==, 0);
+    }
+    ops->unplug(e);
+    luring_get_stats(e, &after);
+    g_assert_cmpuint(after.enters, ==, before.enters);   /* still plugged */
+    ops->unplug(e);
+    luring_get_stats(e, &after);
+    g_assert_cmpuint(after.enters, ==, before.enters + 1);
+    wait_count(&count, 32);
+    check_pattern(buf, 0, 32 * 4096);
+    ops->destroy(e);
+    close(fd);
+}
+
+/* Callbacks that submit again are batched into one enter per batch of CQEs. */
+typedef struct Chain {
+    RawAioEngine *e;
+    TestReq t;
+    int left;
+    uint8_t buf[512];
+} Chain;
+
+static void chain_cb(void *opaque, int ret)
+{
+    Chain *c = opaque;
+
+    g_assert_cmpint(ret, ==, 0);
+    check_pattern(c->buf, c->t.req.offset, 512);
+    if (--c->left > 0) {
+        c->t.req.offset = (c->t.req.offset + 512) % FILE_SIZE;
+        g_assert_cmpint(raw_aio_submit(c->e, &c->t.req), ==, 0);
+    }
+}
+
+static void test_callback_resubmit(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e = create_engine(&cfg);
+    int fd = make_file("chain", 0, FILE_SIZE);
+    Chain c[8];
+
+    for (int i = 0; i < 8; i++) {
+        c[i].e = e;
+        c[i].left = 50;
+        prep(&c[i].t, RAW_AIO_READ, fd, -1, (uint64_t)i * 65536, c[i].buf, 512);
+        c[i].t.req.cb = chain_cb;
+        c[i].t.req.opaque = &c[i];
+        g_assert_cmpint(raw_aio_submit(e, &c[i].t.req), ==, 0);
+    }
+    for (;;) {
+        int left = 0;
+
+        for (int i = 0; i < 8; i++) {
+            left += c[i].left;
+        }
+        if (!left) {
+            break;
+        }
+        aio_poll(ctx, true);
+    }
+    ops->destroy(e);
+    close(fd);
+}
+
+/* ---- Operations ------------------------------------------------------------------ */
+
+static void test_fua(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e = create_engine(&cfg);
+    int fd = make_file("fua", 0, FILE_SIZE);
+    g_autofree uint8_t *wbuf = g_malloc(16384);
+    g_autofree uint8_t *rbuf = g_malloc(16384);
+    LuringStats st;
+    TestReq t;
+
+    memset(wbuf, 0x77, 16384);
+    prep(&t, RAW_AIO_WRITE, fd, -1, 0, wbuf, 16384);
+    t.req.flags = RAW_AIO_FUA;
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    luring_get_stats(e, &st);
+    g_assert_cmpuint(st.sqes, ==, 2);     /* write + linked fdatasync */
+
+    /* A short first write: the link is cancelled, the engine goes again. */
+    memset(wbuf, 0x99, 16384);
+    luring_debug_inject(e, LURING_INJECT_SHORT, 1);
+    prep(&t, RAW_AIO_WRITE, fd, -1, 16384, wbuf, 16384);
+    t.req.flags = RAW_AIO_FUA;
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    luring_get_stats(e, &st);
+    g_assert_cmpuint(st.resubmits, ==, 1);
+    g_assert_cmpuint(st.sqes, ==, 6);
+    g_assert_cmpint(pread(fd, rbuf, 16384, 16384), ==, 16384);
+    g_assert_cmpmem(rbuf, 16384, wbuf, 16384);
+
+    /* A failing write: the error, not the link's -ECANCELED. */
+    prep(&t, RAW_AIO_WRITE, fd, -1, (uint64_t)-4096, wbuf, 4096);
+    t.req.flags = RAW_AIO_FUA;
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, -EINVAL);
+    ops->destroy(e);
+    close(fd);
+}
+
+static void test_discard_zeroes(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e = create_engine(&cfg);
+    int fd = make_file("zero", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(65536);
+    TestReq t;
+
+    prep(&t, RAW_AIO_DISCARD, fd, -1, 65536, NULL, 65536);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    g_assert_cmpint(pread(fd, buf, 65536, 65536), ==, 65536);
+    for (int i = 0; i < 65536; i++) {
+        g_assert_cmpuint(buf[i], ==, 0);
+    }
+
+    prep(&t, RAW_AIO_WRITE_ZEROES, fd, -1, 262144, NULL, 8192);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    g_assert_cmpint(pread(fd, buf, 16384, 262144 - 4096), ==, 16384);
+    check_pattern(buf, 262144 - 4096, 4096);
+    for (int i = 4096; i < 12288; i++) {
+        g_assert_cmpuint(buf[i], ==, 0);
+    }
+    check_pattern(buf + 12288, 262144 + 8192, 4096);
+
+    /* Zeroes past EOF extend the file, as a write would. */
+    prep(&t, RAW_AIO_WRITE_ZEROES, fd, -1, FILE_SIZE, NULL, 4096);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    g_assert_cmpint(lseek(fd, 0, SEEK_END), ==, FILE_SIZE + 4096);
+    ops->destroy(e);
+    close(fd);
+}
+
+/* ---- Options ----------------------------------------------------------------------- */
+
+static void test_fixed_files(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    int fd = make_file("fixed", 0, FILE_SIZE);
+    int fd2 = make_file("fixed2", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(4096);
+    Error *err = NULL;
+    TestReq t;
+    int slot;
+
+    cfg.fixed_files = true;
+    e = create_engine(&cfg);
+    slot = ops->add_file(e, fd, O_RDWR, &err);
+    g_assert_no_error(err);
+    g_assert_cmpint(slot, >=, 0);
+
+    /* The slot is what the kernel uses: a bogus fd beside it does not matter. */
+    prep(&t, RAW_AIO_READ, -1, slot, 8192, buf, 4096);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    check_pattern(buf, 8192, 4096);
+
+    /* Reopen: the slot now names fd2 (same content, written differently). */
+    g_assert_cmpint(pwrite(fd2, "ABCD", 4, 8192), ==, 4);
+    g_assert_cmpint(ops->update_file(e, slot, fd2), ==, 0);
+    prep(&t, RAW_AIO_READ, -1, slot, 8192, buf, 4096);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    g_assert_cmpmem(buf, 4, "ABCD", 4);
+
+    ops->remove_file(e, slot);
+    prep(&t, RAW_AIO_READ, -1, slot, 8192, buf, 4096);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, -EBADF);
+    g_assert_cmpint(ops->update_file(e, slot, fd2), ==, -EBADF);
+    ops->destroy(e);
+    close(fd);
+    close(fd2);
+}
+
+static void test_fixed_buffers(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    int fd = make_file("fbuf", 0, FILE_SIZE);
+    LuringInfo info;
+    LuringStats st;
+    uint8_t *a, *b;
+    TestReq t;
+
+    cfg.fixed_buffers = RAW_AIO_ONOFFAUTO_ON;
+    cfg.queue_depth = 32;
+    e = create_engine(&cfg);
+    luring_get_info(e, &info);
+    g_assert_true(info.fixed_buffers);
+    a = ops->buf_alloc(e, 65536, 4096);
+    b = ops->buf_alloc(e, 4096, 512);
+    g_assert_nonnull(a);
+    g_assert_nonnull(b);
+    g_assert_true((uintptr_t)a % 4096 == 0);
+    g_assert_true(b >= a + 65536 || b + 4096 <= a);
+
+    prep(&t, RAW_AIO_READ, fd, -1, 4096, a, 65536);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    check_pattern(a, 4096, 65536);
+    memset(b, 0x42, 4096);
+    prep(&t, RAW_AIO_WRITE, fd, -1, 0, b, 4096);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    luring_get_stats(e, &st);
+    g_assert_cmpuint(st.fixed_buf_ops, ==, 2);
+    ops->buf_free(e, a, 65536);
+    /* Freed pages are reused. */
+    g_assert_true(ops->buf_alloc(e, 65536, 4096) == a);
+    ops->buf_free(e, a, 65536);
+    ops->buf_free(e, b, 4096);
+
+    /* Larger than the pool: ordinary memory, plain READ. */
+    a = ops->buf_alloc(e, 64 << 20, 4096);
+    g_assert_nonnull(a);
+    ops->buf_free(e, a, 64 << 20);
+    ops->destroy(e);
+    close(fd);
+}
+
+/* Drops CAP_IPC_LOCK (which exempts root from RLIMIT_MEMLOCK) and lowers the limit. */
+static void limit_memlock(rlim_t bytes)
+{
+    struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    struct rlimit rl = { bytes, bytes };
+
+    g_assert_cmpint(syscall(SYS_capget, &hdr, data), ==, 0);
+    data[CAP_IPC_LOCK / 32].effective &= ~(1u << (CAP_IPC_LOCK % 32));
+    data[CAP_IPC_LOCK / 32].permitted &= ~(1u << (CAP_IPC_LOCK % 32));
+    g_assert_cmpint(syscall(SYS_capset, &hdr, data), ==, 0);
+    g_assert_cmpint(setrlimit(RLIMIT_MEMLOCK, &rl), ==, 0);
+}
+
+static void memlock_child(void)
+{
+    RawAioConfig cfg = default_cfg();
+    Error *err = NULL;
+    RawAioEngine *e;
+    LuringInfo info;
+
+    limit_memlock(64 * 1024);
+    cfg.fixed_buffers = RAW_AIO_ONOFFAUTO_ON;
+    e = ops->create(ctx, &cfg, &err);
+    g_assert_null(e);
+    fprintf(stderr, "ON: %s\n", error_get_pretty(err));
+    error_free(err);
+
+    cfg.fixed_buffers = RAW_AIO_ONOFFAUTO_AUTO;
+    e = create_engine(&cfg);
+    luring_get_info(e, &info);
+    g_assert_false(info.fixed_buffers);
+    ops->destroy(e);
+    /* Warned once only. */
+    e = create_engine(&cfg);
+    ops->destroy(e);
+    exit(0);
+}
+
+static void test_memlock(void)
+{
+    if (g_test_subprocess()) {
+        memlock_child();
+        return;
+    }
+    if (geteuid() != 0) {
+        g_test_skip("needs root to drop CAP_IPC_LOCK deterministically");
+        return;
+    }
+    g_test_trap_subprocess(NULL, 0, 0);
+    g_test_trap_assert_passed();
+    g_test_trap_assert_stderr("*ON: io_uring fixed buffers: pinning the 4096 KiB buffer "
+                              "pool exceeds RLIMIT_MEMLOCK (64 KiB); raise the limit to "
+                              "at least 4160 KiB ('ulimit -l 4160'*fixed-buffers=off*"
+                              "warning: io_uring fixed buffers*continuing without "
+                              "fixed buffers*");
+    /* AUTO warns once per process, not per instance. */
+    g_test_trap_assert_stderr_unmatched("*continuing without fixed buffers*"
+                                        "continuing without fixed buffers*");
+}
+
+static void test_sqpoll(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e, *e2;
+    int fd = make_file("sqpoll", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(4096);
+    LuringInfo info;
+    TestReq t;
+
+    cfg.sqpoll = true;
+    cfg.sq_thread_idle_ms = 10;
+    e = create_engine(&cfg);
+    luring_get_info(e, &info);
+    g_assert_true(info.sqpoll);
+
+    for (int round = 0; round < 3; round++) {
+        prep(&t, RAW_AIO_READ, fd, -1, 4096 * round, buf, 4096);
+        g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+        wait_for(&t);
+        g_assert_cmpint(t.ret, ==, 0);
+        check_pattern(buf, 4096 * round, 4096);
+        /* Past sq_thread_idle: the SQ thread sleeps and needs a wakeup. */
+        g_usleep(50 * 1000);
+    }
+
+    /* A second instance with the same settings shares the SQ thread. */
+    e2 = create_engine(&cfg);
+    luring_get_info(e2, &info);
+    g_assert_true(info.shared_sq_thread);
+    prep(&t, RAW_AIO_READ, fd, -1, 8192, buf, 4096);
+    g_assert_cmpint(raw_aio_submit(e2, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    check_pattern(buf, 8192, 4096);
+    ops->destroy(e);
+    ops->destroy(e2);
+    close(fd);
+}
+
+static void test_iopoll_refused(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    Error *err = NULL;
+    int fd = make_file("iopoll", O_DIRECT, FILE_SIZE);
+    int fd2 = make_file("iopoll2", 0, FILE_SIZE);
+    g_autofree char *pollq = NULL;
+    struct stat st;
+    int ret;
+
+    cfg.iopoll = true;
+    e = create_engine(&cfg);
+    ret = ops->add_file(e, fd2, O_RDWR, &err);
+    g_assert_cmpint(ret, ==, -EINVAL);
+    g_assert_cmpstr(error_get_pretty(err), ==,
+                    "io_uring iopoll needs O_DIRECT (cache.direct=on)");
+    g_clear_error(&err);
+
+    g_assert_cmpint(fstat(fd, &st), ==, 0);
+    pollq = g_strdup_printf("/sys/dev/block/%u:%u/queue/io_poll",
+                            major(st.st_dev), minor(st.st_dev));
+    ret = ops->add_file(e, fd, O_RDWR | O_DIRECT, &err);
+    if (ret >= 0 || ret == -1) {
+        g_test_skip("the scratch directory's device has poll queues");
+    } else {
+        g_assert_cmpint(ret, ==, -EOPNOTSUPP);
+        g_assert_true(strstr(error_get_pretty(err), "has no poll queues") ||
+                      strstr(error_get_pretty(err), "is not on a block device"));
+        g_clear_error(&err);
+    }
+    ops->destroy(e);
+    close(fd);
+    close(fd2);
+}
+
+static void test_restrict(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    int fd = make_file("restrict", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(4096);
+    LuringInfo info;
+    TestReq t;
+    int res = 1;
+
+    for (int fixed = 0; fixed < 2; fixed++) {
+        int slot = -1;
+
+        cfg.restrict_ops = RAW_AIO_ONOFFAUTO_ON;
+        cfg.fixed_files = fixed;
+        e = create_engine(&cfg);
+        luring_get_info(e, &info);
+        g_assert_true(info.restricted);
+        if (fixed) {
+            slot = ops->add_file(e, fd, O_RDWR, &error_abort);
+            g_assert_cmpint(slot, >=, 0);
+            /* Plain fds are refused up front on a fixed-only ring. */
+            prep(&t, RAW_AIO_READ, fd, -1, 0, buf, 4096);
+            g_assert_cmpint(raw_aio_submit(e, &t.req), ==, -EBADF);
+        }
+        /* Allowed opcodes work. */
+        prep(&t, RAW_AIO_READ, fd, slot, 4096, buf, 4096);
+        g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+        wait_for(&t);
+        g_assert_cmpint(t.ret, ==, 0);
+        check_pattern(buf, 4096, 4096);
+        prep(&t, RAW_AIO_FLUSH, fd, slot, 0, NULL, 0);
+        g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+        wait_for(&t);
+        g_assert_cmpint(t.ret, ==, 0);
+
+        /* A NOP is not on the list: the kernel refuses it. */
+        g_assert_cmpint(luring_debug_nop(e), ==, 0);
+        while (!luring_debug_nop_result(e, &res)) {
+            aio_poll(ctx, true);
+        }
+        g_assert_cmpint(res, ==, -EACCES);
+        ops->destroy(e);
+    }
+
+    cfg.restrict_ops = RAW_AIO_ONOFFAUTO_OFF;
+    cfg.fixed_files = false;
+    e = create_engine(&cfg);
+    g_assert_cmpint(luring_debug_nop(e), ==, 0);
+    while (!luring_debug_nop_result(e, &res)) {
+        aio_poll(ctx, true);
+    }
+    g_assert_cmpint(res, ==, 0);
+    ops->destroy(e);
+    close(fd);
+}
+
+/* destroy() with requests in flight and queued: every callback runs first. */
+static void test_destroy_inflight(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    int fd = make_file("destroy", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(128 * 4096);
+    g_autofree TestReq *t = g_new0(TestReq, 128);
+    int count = 0;
+
+    cfg.queue_depth = 16;
+    e = create_engine(&cfg);
+    for (int i = 0; i < 128; i++) {
+        prep(&t[i], i % 2 ? RAW_AIO_WRITE : RAW_AIO_READ, fd, -1,
+             (uint64_t)i * 4096, buf + i * 4096, 4096);
+        if (i % 2) {
+            memset(buf + i * 4096, i, 4096);
+        }
+        t[i].counter = &count;
+        g_assert_cmpint(raw_aio_submit(e, &t[i].req), ==, 0);
+    }
+    ops->destroy(e);
+    g_assert_cmpint(count, ==, 128);
+    for (int i = 0; i < 128; i++) {
+        g_assert_cmpint(t[i].ret, ==, 0);
+    }
+    for (int i = 0; i < 128; i += 2) {
+        check_pattern(buf + i * 4096, (uint64_t)i * 4096, 4096);
+    }
+    close(fd);
+}
+
+/* ---- Availability ------------------------------------------------------------------- */
+
+static void disable_env_child(void)
+{
+    Error *err = NULL;
+
+    g_assert_false(ops->available(&err));
+    fprintf(stderr, "%s\n", error_get_pretty(err));
+    error_free(err);
+    exit(0);
+}
+
+static void test_disable_env(void)
+{
+    if (g_test_subprocess()) {
+        disable_env_child();
+        return;
+    }
+    g_setenv("RINGBLK_IO_URING_DISABLE", "1", TRUE);
+    g_test_trap_subprocess(NULL, 0, 0);
+    g_unsetenv("RINGBLK_IO_URING_DISABLE");
+    g_test_trap_assert_passed();
+    g_test_trap_assert_stderr("io_uring is unavailable: disabled by "
+                              "RINGBLK_IO_URING_DISABLE\n");
+}
+
+/* A raw seccomp filter: io_uring_setup fails with EPERM, all else allowed. */
+static void install_seccomp_filter(void)
+{
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = { G_N_ELEMENTS(filter), filter };
+
+    g_assert_cmpint(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), ==, 0);
+    g_assert_cmpint(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), ==, 0);
+}
+
+static void seccomp_child(void)
+{
+    Error *err = NULL;
+
+    install_seccomp_filter();
+    g_assert_false(ops->available(&err));
+    fprintf(stderr, "%s\n", error_get_pretty(err));
+    error_free(err);
+    g_assert_false(luring_probe_uncached(&err));
+    error_free(err);
+    exit(0);
+}
+
+static void test_seccomp(void)
+{
+#if defined(__x86_64__)
+    if (g_test_subprocess()) {
+        seccomp_child();
+        return;
+    }
+    g_test_trap_subprocess(NULL, 0, 0);
+    g_test_trap_assert_passed();
+    g_test_trap_assert_stderr("io_uring is unavailable: io_uring_setup is blocked, "
+                              "e.g. by a seccomp filter such as Docker's default "
+                              "profile (Operation not permitted)\n");
+#else
+    g_test_skip("seccomp filter written for x86_64");
+#endif
+}
+
+int main(int argc, char **argv)
+{
+    Error *err = NULL;
+    int ret;
+
+    g_test_init(&argc, &argv, NULL);
+    if (!g_test_subprocess() && !ops->available(&err)) {
+        g_printerr("skipping: %s\n", error_get_pretty(err));
+        error_free(err);
+        return 77;
+    }
+    ctx = aio_context_new(&error_abort);
+    scratch_dir = g_strdup_printf("/var/tmp/ringblk-test-io-uring-%d", getpid());
+    g_mkdir_with_parents(scratch_dir, 0700);
+
+    g_test_add_func("/io_uring/available/env", test_disable_env);
+    g_test_add_func("/io_uring/available/seccomp", test_seccomp);
+    g_test_add_func("/io_uring/rw", test_read_write);
+    g_test_add_func("/io_uring/short-read", test_short_read);
+    g_test_add_func("/io_uring/short-write", test_short_write);
+    g_test_add_func("/io_uring/eagain", test_eagain);
+    g_test_add_func("/io_uring/eof-zero-fill", test_eof_zero_fill);
+    g_test_add_func("/io_uring/overflow", test_overflow);
+    g_test_add_func("/io_uring/ebusy", test_ebusy);
+    g_test_add_func("/io_uring/plug", test_plug);
+    g_test_add_func("/io_uring/callback-resubmit", test_callback_resubmit);
+    g_test_add_func("/io_uring/fua", test_fua);
+    g_test_add_func("/io_uring/discard-zeroes", test_discard_zeroes);
+    g_test_add_func("/io_uring/fixed-files", test_fixed_files);
+    g_test_add_func("/io_uring/fixed-buffers", test_fixed_buffers);
+    g_test_add_func("/io_uring/memlock", test_memlock);
+    g_test_add_func("/io_uring/sqpoll-wakeup", test_sqpoll);
+    g_test_add_func("/io_uring/iopoll-refused", test_iopoll_refused);
+    g_test_add_func("/io_uring/restrict", test_restrict);
+    g_test_add_func("/io_uring/destroy-inflight", test_destroy_inflight);
+    ret = g_test_run();
+    rmdir(scratch_dir);
+    g_free(scratch_dir);
+    aio_context_unref(ctx);
+    return ret;
+}
