@@ -51,6 +51,7 @@
 
 #include "block/io_uring.h"
 #include "block/raw-aio.h"
+#include "util/thread-pool.h"
 
 /* Constants newer than Debian 12's headers (liburing 2.3, linux 6.1 uapi). */
 #ifndef BLOCK_URING_CMD_DISCARD
@@ -99,6 +100,8 @@ typedef struct LuringEngine {
     AioBH *submit_bh;                  /* deferred submit / retry after -EBUSY */
     AioBH *done_bh;                    /* completes synchronous operations */
     AioBH *iopoll_bh;                  /* reaps an IOPOLL ring without SQPOLL */
+    ThreadPool *pool_tp;               /* for what the ring cannot do; on first use */
+    unsigned tp_inflight;
 
     unsigned sq_entries;
     unsigned inflight;                 /* SQEs filled and not yet completed */
@@ -160,6 +163,12 @@ static int sys_io_uring_setup(unsigned entries, struct io_uring_params *p)
 {
     int fd = syscall(__NR_io_uring_setup, entries, p);
     return fd < 0 ? -errno : fd;
+}
+
+static int sys_io_uring_register(int fd, unsigned op, const void *arg, unsigned n)
+{
+    int ret = syscall(__NR_io_uring_register, fd, op, arg, n);
+    return ret < 0 ? -errno : ret;
 }
 
 static int read_int_file(const char *path, int *val)
@@ -353,58 +362,36 @@ static void luring_done_push(LuringEngine *e, RawAioReq *req, int ret)
     aio_bh_schedule(e->done_bh);
 }
 
-/* The synchronous fallback for what the ring cannot do. Returns 0 or -errno. */
-static int luring_do_sync(RawAioReq *req)
-{
-    uint64_t range[2] = { req->offset, req->bytes };
-    int mode, r;
+static void luring_sync_done(void *opaque, int ret);
 
-    switch (req->type) {
-    case RAW_AIO_FLUSH:
-        r = fdatasync(req->fd);
-        break;
-    case RAW_AIO_WRITE:
-        /* Only the fdatasync half of an IOPOLL FUA write comes here. */
-        r = fdatasync(req->fd);
-        break;
-    case RAW_AIO_DISCARD:
-        if (req->flags & RAW_AIO_BLKDEV) {
-            r = ioctl(req->fd, BLKDISCARD, range);
-        } else {
-            r = fallocate(req->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                          req->offset, req->bytes);
-        }
-        break;
-    case RAW_AIO_WRITE_ZEROES:
-        if (req->flags & RAW_AIO_BLKDEV) {
-            if (req->flags & RAW_AIO_NO_FALLBACK) {
-                if (!(req->flags & RAW_AIO_MAY_UNMAP)) {
-                    return -ENOTSUP;
-                }
-                mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
-                r = fallocate(req->fd, mode, req->offset, req->bytes);
-            } else {
-                r = ioctl(req->fd, BLKZEROOUT, range);
-            }
-        } else {
-            r = fallocate(req->fd, FALLOC_FL_ZERO_RANGE, req->offset, req->bytes);
-            if (r < 0 && (errno == EOPNOTSUPP || errno == ENOTSUP) &&
-                (req->flags & RAW_AIO_MAY_UNMAP)) {
-                r = fallocate(req->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                              req->offset, req->bytes);
-            }
-        }
-        break;
-    default:
-        return -EINVAL;
-    }
-    if (r < 0) {
-        r = -errno;
-        if (r == -EOPNOTSUPP && req->type == RAW_AIO_WRITE_ZEROES) {
-            r = -ENOTSUP;
+/* Worker-thread halves of what the ring cannot do. */
+static int luring_sync_work(void *opaque)
+{
+    return raw_aio_do_sync(opaque);
+}
+
+static int luring_fdatasync_work(void *opaque)
+{
+    RawAioReq *req = opaque;
+
+    while (fdatasync(req->fd) < 0) {
+        if (errno != EINTR) {
+            return -errno;
         }
     }
-    return r;
+    return 0;
+}
+
+/* Hands req to the context's thread pool; luring_sync_done() finishes it. */
+static void luring_offload(LuringEngine *e, RawAioReq *req, ThreadPoolFunc *fn)
+{
+    if (!e->pool_tp) {
+        e->pool_tp = thread_pool_get(e->base.ctx);
+    }
+    e->stats.sync_ops++;
+    e->tp_inflight++;
+    req->engine_priv[0] = e;
+    thread_pool_submit(e->pool_tp, fn, req, luring_sync_done, req);
 }
 
 /*
@@ -418,8 +405,7 @@ static void luring_enqueue(LuringEngine *e, RawAioReq *req)
 
     if (!e->ovf_head) {
         if (need == 0) {
-            e->stats.sync_ops++;
-            luring_done_push(e, req, luring_do_sync(req));
+            luring_offload(e, req, luring_sync_work);
             return;
         }
         /* Unconsumed SQEs <= inflight, so this also guarantees free SQEs. */
@@ -454,8 +440,7 @@ static void luring_refill(LuringEngine *e)
             e->ovf_tail = NULL;
         }
         if (need == 0) {
-            e->stats.sync_ops++;
-            luring_done_push(e, req, luring_do_sync(req));
+            luring_offload(e, req, luring_sync_work);
         } else {
             luring_fill_sqes(e, req);
         }
@@ -519,8 +504,9 @@ static void luring_prep_rw(LuringEngine *e, struct io_uring_sqe *sqe, RawAioReq 
         len = iov->iov_len;
         goto single;
     }
+    /* Past IOV_MAX the kernel refuses; the rest follows as a "short" transfer. */
     io_uring_prep_rw(write ? IORING_OP_WRITEV : IORING_OP_READV, sqe, req->fd,
-                     iov, niov, off);
+                     iov, MIN(niov, IOV_MAX), off);
     return;
 
 single:
@@ -540,10 +526,8 @@ static void luring_prep_zeroes(struct io_uring_sqe *sqe, RawAioReq *req)
     int mode;
 
     if (req->flags & RAW_AIO_BLKDEV) {
-        /* blkdev_fallocate: ZERO_RANGE is BLKZEROOUT; PUNCH_HOLE never falls back. */
-        mode = (req->flags & RAW_AIO_NO_FALLBACK) ?
-               FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE :
-               FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+        /* blkdev_fallocate(ZERO_RANGE) is what BLKZEROOUT does. */
+        mode = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
     } else if (req->engine_u64[0] & ST_PUNCH) {
         mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
     } else {
@@ -698,8 +682,8 @@ static void luring_flush(LuringEngine *e)
 /* Submit now, or leave it to the end of the batch/unplug/BH. */
 static inline void luring_kick(LuringEngine *e)
 {
-    if (e->plugged && io_uring_sq_space_left(&e->ring)) {
-        return;
+    if (e->plugged) {
+        return;     /* everything goes out at the last unplug */
     }
     if (e->reaping) {
         /* luring_reap() flushes after the batch; the BH covers nested aio_poll. */
@@ -796,8 +780,7 @@ static void luring_complete_rw(LuringEngine *e, RawAioReq *req, int res, int syn
         return;
     }
     if (st & ST_POST_SYNC) {
-        e->stats.sync_ops++;
-        luring_finish(req, fdatasync(req->fd) < 0 ? -errno : 0);
+        luring_offload(e, req, luring_fdatasync_work);
         return;
     }
     luring_finish(req, 0);
@@ -809,25 +792,20 @@ static void luring_complete_other(LuringEngine *e, RawAioReq *req, int res)
         luring_resubmit(e, req);
         return;
     }
-    if (req->type == RAW_AIO_DISCARD && (req->flags & RAW_AIO_BLKDEV) &&
-        (res == -EOPNOTSUPP || res == -EINVAL)) {
+    if (res == -EOPNOTSUPP && (req->type == RAW_AIO_WRITE_ZEROES ||
+                               (req->flags & RAW_AIO_BLKDEV))) {
         /*
-         * Kernels before 6.12 have no BLOCK_URING_CMD_DISCARD; the ioctl
-         * tells the real answer (also for devices without discard).
+         * No ZERO_RANGE here (tmpfs, some network file systems), or a
+         * kernel before 6.12 without BLOCK_URING_CMD_DISCARD, or a device
+         * that cannot: the synchronous path has every fallback and says
+         * -ENOTSUP when nothing works.
          */
-        e->blk_discard_cmd = false;
         req->engine_u64[0] |= ST_SYNC;
-        luring_resubmit(e, req);
+        e->stats.resubmits++;
+        luring_offload(e, req, luring_sync_work);
         return;
     }
-    if (req->type == RAW_AIO_WRITE_ZEROES && !(req->flags & RAW_AIO_BLKDEV) &&
-        res == -EOPNOTSUPP) {
-        if ((req->flags & RAW_AIO_MAY_UNMAP) && !(req->engine_u64[0] & ST_PUNCH)) {
-            /* No ZERO_RANGE (e.g. tmpfs before 6.x, some network fs): a hole reads as zeroes. */
-            req->engine_u64[0] |= ST_PUNCH;
-            luring_resubmit(e, req);
-            return;
-        }
+    if (res == -EOPNOTSUPP) {
         res = -ENOTSUP;
     }
     luring_finish(req, res);
@@ -919,8 +897,7 @@ static void luring_reap(LuringEngine *e)
     }
     luring_refill(e);
     e->reaping--;
-    if (!e->reaping && (!e->plugged || !io_uring_sq_space_left(&e->ring)) &&
-        io_uring_sq_ready(&e->ring)) {
+    if (!e->reaping && !e->plugged && io_uring_sq_ready(&e->ring)) {
         if (e->submit_bh_pending) {
             e->submit_bh_pending = false;
             aio_bh_cancel(e->submit_bh);
@@ -965,6 +942,19 @@ static void luring_submit_bh(void *opaque)
     }
 }
 
+static void luring_sync_done(void *opaque, int ret)
+{
+    RawAioReq *req = opaque;
+    LuringEngine *e = req->engine_priv[0];
+
+    e->tp_inflight--;
+    luring_finish(req, ret);
+    /* The callback may have submitted: send it (a no-op when nothing is staged). */
+    if (!e->plugged && !e->reaping && io_uring_sq_ready(&e->ring)) {
+        luring_flush(e);
+    }
+}
+
 static void luring_done_bh(void *opaque)
 {
     LuringEngine *e = opaque;
@@ -1005,23 +995,38 @@ static int luring_submit(RawAioEngine *base, RawAioReq *req)
     if (G_UNLIKELY((unsigned)req->type >= RAW_AIO_TYPE_MAX)) {
         return -EINVAL;
     }
-    if (G_UNLIKELY(req->file_slot >= LURING_FILE_SLOTS ||
-                   (req->file_slot < 0 && e->restricted && e->fixed_files))) {
-        return -EBADF;  /* a restricted fixed-file ring refuses plain fds */
+    if (G_UNLIKELY(req->file_slot >= LURING_FILE_SLOTS)) {
+        return -EBADF;
     }
     if (req->type == RAW_AIO_WRITE && (req->flags & RAW_AIO_FUA)) {
         st = e->iopoll ? ST_POST_SYNC : ST_FUA_PAIR;
     } else if (req->type != RAW_AIO_READ && req->type != RAW_AIO_WRITE) {
-        if (e->iopoll) {
+        if (e->iopoll || (req->type == RAW_AIO_DISCARD && (req->flags & RAW_AIO_BLKDEV) &&
+                          !e->blk_discard_cmd)) {
             st = ST_SYNC;   /* an IOPOLL ring takes only reads and writes */
-        } else if (req->type == RAW_AIO_DISCARD && (req->flags & RAW_AIO_BLKDEV) &&
-                   !e->blk_discard_cmd) {
-            st = ST_SYNC;
-        } else if (req->type == RAW_AIO_WRITE_ZEROES && (req->flags & RAW_AIO_BLKDEV) &&
-                   (req->flags & RAW_AIO_NO_FALLBACK) &&
-                   !(req->flags & RAW_AIO_MAY_UNMAP)) {
-            return -ENOTSUP;
+        } else if (req->type == RAW_AIO_WRITE_ZEROES && !(req->flags & RAW_AIO_BLKDEV) &&
+                   (req->flags & RAW_AIO_MAY_UNMAP)) {
+            /*
+             * A punched hole reads as zeroes but KEEP_SIZE cannot extend
+             * the file: punch only inside it (one fstat; not a hot path).
+             */
+            struct stat sb;
+
+            if (fstat(req->fd, &sb) == 0 && req->offset + req->bytes <= (uint64_t)sb.st_size) {
+                st = ST_PUNCH;
+            }
         }
+        if (req->bytes == 0 && req->type != RAW_AIO_FLUSH) {
+            /* fallocate and the ioctls refuse empty ranges; nothing to do. */
+            req->engine_u64[0] = 0;
+            e->stats.submitted++;
+            luring_done_push(e, req, 0);
+            return 0;
+        }
+    }
+    if (G_UNLIKELY(req->file_slot < 0 && e->restricted && e->fixed_files)) {
+        /* The ring accepts registered files only: a plain fd goes to a worker. */
+        st = ST_SYNC;
     }
     req->done = 0;
     req->engine_u64[0] = st;
@@ -1371,9 +1376,18 @@ static int luring_setup_ring(LuringEngine *e, const RawAioConfig *cfg,
         pthread_mutex_unlock(&luring_sqpoll_lock);
     }
     if (ret < 0) {
+        struct rlimit rl;
+
         error_setg_errno(errp, -ret, "io_uring: cannot create a ring of %u entries%s%s",
                          depth, cfg->sqpoll ? " with SQPOLL" : "",
                          cfg->iopoll ? " with IOPOLL" : "");
+        if (ret == -ENOMEM && getrlimit(RLIMIT_MEMLOCK, &rl) == 0 &&
+            rl.rlim_cur != RLIM_INFINITY) {
+            /* Without CAP_IPC_LOCK the ring's pages count against RLIMIT_MEMLOCK. */
+            error_append_hint(errp, "RLIMIT_MEMLOCK is %llu KiB; raise it ('ulimit -l', "
+                              "prlimit --memlock) or use a smaller queue depth.\n",
+                              (unsigned long long)rl.rlim_cur >> 10);
+        }
         return ret;
     }
     e->setup_flags = p.flags;
@@ -1418,7 +1432,8 @@ static int luring_restrict(LuringEngine *e, Error **errp)
         res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_REQUIRED;
         res[n++].sqe_flags = IOSQE_FIXED_FILE;
     }
-    ret = io_uring_register_restrictions(&e->ring, res, n);
+    /* Debian's liburing 2.3 declares but does not export the helper. */
+    ret = sys_io_uring_register(e->ring.ring_fd, IORING_REGISTER_RESTRICTIONS, res, n);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "io_uring: cannot register ring restrictions");
         return ret;
@@ -1540,7 +1555,8 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
         e->reg_ring_fd = io_uring_register_ring_fd(&e->ring) == 1;
     }
     if (restrict_ring) {
-        ret = io_uring_enable_rings(&e->ring);
+        ret = sys_io_uring_register(e->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+                                    NULL, 0);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "io_uring: cannot enable the restricted ring");
             goto fail;
@@ -1567,12 +1583,15 @@ static void luring_destroy(RawAioEngine *base)
     e->plugged = 0;
     if (e->submit_bh) {
         /* Every request completes, its callback runs, before the ring goes. */
-        while (e->inflight || e->ovf_head || e->done_head ||
+        while (e->inflight || e->ovf_head || e->done_head || e->tp_inflight ||
                io_uring_sq_ready(&e->ring)) {
             luring_done_bh(e);
             luring_flush(e);
-            /* Wait only when everything is in the kernel's hands. */
-            if (e->inflight && (e->sqpoll || !io_uring_sq_ready(&e->ring))) {
+            if (e->tp_inflight) {
+                /* Thread-pool completions arrive through the loop. */
+                aio_poll(base->ctx, true);
+            } else if (e->inflight && (e->sqpoll || !io_uring_sq_ready(&e->ring))) {
+                /* Wait only when everything is in the kernel's hands. */
                 struct io_uring_cqe *cqe;
                 int ret = io_uring_wait_cqe(&e->ring, &cqe);
 
@@ -1588,6 +1607,9 @@ static void luring_destroy(RawAioEngine *base)
         aio_bh_delete(e->submit_bh);
         aio_bh_delete(e->done_bh);
         aio_bh_delete(e->iopoll_bh);
+    }
+    if (e->pool_tp) {
+        thread_pool_put(e->pool_tp);
     }
     if (e->sqpoll) {
         luring_sqpoll_unlink(e);

@@ -648,16 +648,20 @@ static void test_destroy_in_flight(Fixture *f)
     TestReq *reqs = g_new(TestReq, n);
     unsigned completed = 0;
     RawAioEngine *e;
+    int slot;
 
     /* A configuration of its own, so the put below is the last reference. */
     cfg.queue_depth = 37;
     e = raw_aio_engine_get(f->ops, f->ctx, &cfg, &error_abort);
     g_assert_true(e != f->engine);
     g_assert_cmpint(e->refcnt, ==, 1);
+    /* File slots belong to an instance: register the file with this one too. */
+    slot = f->ops->add_file(e, f->fd, fcntl(f->fd, F_GETFL), &error_abort);
     fill_pattern(buf, 0, n * bs, 23);
     for (unsigned i = 0; i < n; i++) {
         test_req_init(f, &reqs[i], i % 2 ? RAW_AIO_WRITE : RAW_AIO_READ,
                       i * bs, buf + i * bs, bs);
+        reqs[i].req.file_slot = slot;
         reqs[i].counter = &completed;
         g_assert_cmpint(raw_aio_submit(e, &reqs[i].req), ==, 0);
     }
