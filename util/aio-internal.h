@@ -20,6 +20,9 @@
 #include "block/aio.h"
 
 /* The io_uring fd monitor is built with liburing (CONFIG_LINUX_IO_URING). */
+#ifdef CONFIG_LINUX_IO_URING
+#define FDMON_IO_URING 1
+#endif
 
 #ifdef FDMON_IO_URING
 #include <liburing.h>
@@ -57,10 +60,13 @@ struct AioHandler {
     int revents;              /* set by the backend when queued as ready */
     void *gsource_tag;        /* g_source_add_unix_fd() tag while registered */
 
-    /* fdmon-io_uring: SQEs in flight naming this node; it is freed at 0. */
-    unsigned uring_refs;
-    bool uring_armed;         /* a POLL_ADD is active in the kernel */
-    bool uring_multishot;     /* ... and it is multishot */
+    /*
+     * fdmon-io_uring: at most one POLL_ADD per handler is in the kernel.
+     * A handler is freed only in FDMON_URING_IDLE (no CQE can name it).
+     */
+    uint8_t uring_state;      /* FDMON_URING_* */
+    bool uring_multishot;     /* the POLL_ADD in flight is multishot */
+    bool uring_zombie;        /* removed; freed when its final CQE arrives */
 
     LIST_ENTRY(AioHandler) node;        /* ctx->handlers, or a free-later list */
     LIST_ENTRY(AioHandler) poll_node;   /* ctx->poll_handlers (has io_poll) */
@@ -124,6 +130,12 @@ typedef struct BHSlice {
     AioBH *head;
     struct BHSlice *next;
 } BHSlice;
+
+enum {
+    FDMON_URING_IDLE = 0,     /* no POLL_ADD in flight */
+    FDMON_URING_ARMED,        /* POLL_ADD in flight */
+    FDMON_URING_REMOVING,     /* POLL_REMOVE sent, waiting for the final CQE */
+};
 
 /*
  * io_uring fd monitor: user_data tags in the low 3 bits (AioHandler
@@ -203,6 +215,8 @@ struct AioContext {
         FdMonForeignCqe *foreign;         /* ring buffer of copied CQEs */
         unsigned foreign_head, foreign_count, foreign_cap;
         bool warned_foreign;
+        bool warned_ebadf;
+        struct __kernel_timespec ts;      /* timeout SQE argument (old liburing) */
     } fdmon_uring;
 #endif
 
@@ -252,13 +266,22 @@ static inline struct timespec aio_ns_to_timespec(int64_t ns)
     return ts;
 }
 
-/* io_uring fd monitor; compiled out it always fails with the reason. */
+/*
+ * io_uring fd monitor. Compiled out (--disable-linux-io-uring), the ops
+ * table is NULL and the ring-sharing hooks do nothing.
+ */
 #ifdef FDMON_IO_URING
 extern const FdMonOps fdmon_io_uring_ops;
 void fdmon_io_uring_set_foreign(AioContext *ctx, AioFdMonCqeHandler *cb, void *opaque);
-#define FDMON_IO_URING_OPS (&fdmon_io_uring_ops)
+static inline const FdMonOps *fdmon_io_uring_get_ops(void)
+{
+    return &fdmon_io_uring_ops;
+}
 #else
-#define FDMON_IO_URING_OPS NULL
+static inline const FdMonOps *fdmon_io_uring_get_ops(void)
+{
+    return NULL;
+}
 static inline void fdmon_io_uring_set_foreign(AioContext *ctx, AioFdMonCqeHandler *cb,
                                               void *opaque)
 {

@@ -98,8 +98,9 @@ static void aio_node_sync_events(AioContext *ctx, AioHandler *node)
 void aio_handler_free(AioContext *ctx, AioHandler *node)
 {
 #ifdef FDMON_IO_URING
-    if (node->uring_refs) {
-        /* The io_uring backend frees it when its last CQE arrives. */
+    if (node->uring_state != FDMON_URING_IDLE) {
+        /* The io_uring backend frees it when its final CQE arrives. */
+        node->uring_zombie = true;
         LIST_INSERT_HEAD(&ctx->fdmon_uring.zombies, node, node);
         return;
     }
@@ -343,7 +344,8 @@ bool aio_context_set_fdmon(AioContext *ctx, AioFdMonType type, Error **errp)
     switch (type) {
     case AIO_FDMON_AUTO:
         /* io_uring when it works; quietly poll/epoll otherwise. */
-        if (FDMON_IO_URING_OPS && aio_fdmon_switch(ctx, FDMON_IO_URING_OPS, &local_err)) {
+        if (fdmon_io_uring_get_ops() &&
+            aio_fdmon_switch(ctx, fdmon_io_uring_get_ops(), &local_err)) {
             ctx->fdmon_type = AIO_FDMON_IO_URING;
             return true;
         }
@@ -365,12 +367,12 @@ bool aio_context_set_fdmon(AioContext *ctx, AioFdMonType type, Error **errp)
         }
         break;
     case AIO_FDMON_IO_URING:
-        if (!FDMON_IO_URING_OPS) {
+        if (!fdmon_io_uring_get_ops()) {
             error_setg(errp, "io_uring fd monitor unavailable: ringblk was built "
                        "without io_uring support (--disable-linux-io-uring or no liburing)");
             return false;
         }
-        if (!aio_fdmon_switch(ctx, FDMON_IO_URING_OPS, errp)) {
+        if (!aio_fdmon_switch(ctx, fdmon_io_uring_get_ops(), errp)) {
             return false;
         }
         break;
@@ -408,6 +410,12 @@ static void aio_fdmon_maybe_switch(AioContext *ctx)
 }
 
 /* ---- busy polling ---------------------------------------------------------------------- */
+
+/* What begin/end get: the EventNotifier for notifiers, else the handler's opaque. */
+static void *aio_node_user_opaque(AioHandler *node)
+{
+    return node->en ? (void *)node->en : node->opaque;
+}
 
 static bool aio_node_pollable(AioContext *ctx, AioHandler *node)
 {
@@ -450,11 +458,11 @@ static bool aio_poll_set_started(AioContext *ctx, AioHandlerReadyList *ready, bo
         }
         if (started) {
             if (node->io_poll_begin) {
-                node->io_poll_begin(node->opaque);
+                node->io_poll_begin(aio_node_user_opaque(node));
             }
         } else {
             if (node->io_poll_end) {
-                node->io_poll_end(node->opaque);
+                node->io_poll_end(aio_node_user_opaque(node));
             }
             if (node->io_poll(node->opaque)) {
                 node->poll_ready = true;

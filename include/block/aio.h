@@ -93,7 +93,11 @@ void aio_set_fd_handler(AioContext *ctx, int fd, bool is_external,
                         IOHandler *io_read, IOHandler *io_write,
                         AioPollFn *io_poll, IOHandler *io_poll_ready,
                         void *opaque);
-/* Optional begin/end notifications around busy polling of fd's io_poll. */
+/*
+ * Optional begin/end notifications around busy polling of fd's io_poll.
+ * They get the handler's opaque, or the EventNotifier * for a handler set
+ * with aio_set_event_notifier().
+ */
 void aio_set_fd_poll(AioContext *ctx, int fd,
                      AioPollBeginEnd *io_poll_begin, AioPollBeginEnd *io_poll_end);
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "block/aio.h"
+#include "util/aio-internal.h"   /* aio_poll_adjust_window() */
 
 #define container_of(ptr, type, member) \
     ((type *)((char *)(ptr) - offsetof(type, member)))
@@ -701,6 +702,389 @@ static void test_fdmon_epoll_sticky(void)
     aio_context_unref(ctx);
 }
 
+/* ---- many fds: exactly the signalled ones run ------------------------------------------- */
+
+static void test_fd_many(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    enum { N = 300 };
+    FdData *d = g_new(FdData, N);
+    int expected = 0, got = 0;
+
+    for (int i = 0; i < N; i++) {
+        fd_data_init(&d[i], ctx);
+        aio_set_fd_handler(ctx, d[i].e.fd, false, fd_read_cb, NULL, NULL, NULL, &d[i]);
+    }
+    for (int round = 0; round < 3; round++) {
+        for (int i = round; i < N; i += 7) {
+            event_notifier_set(&d[i].e);
+            expected++;
+        }
+        while (got < expected) {
+            aio_poll(ctx, true);
+            got = 0;
+            for (int i = 0; i < N; i++) {
+                got += d[i].reads;
+            }
+        }
+        g_assert_false(aio_poll(ctx, false));
+        for (int i = 0; i < N; i++) {
+            int want = 0;
+            for (int r = 0; r <= round; r++) {
+                want += (i >= r && (i - r) % 7 == 0);
+            }
+            g_assert_cmpint(d[i].reads, ==, want);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        aio_set_fd_handler(ctx, d[i].e.fd, false, NULL, NULL, NULL, NULL, NULL);
+        event_notifier_cleanup(&d[i].e);
+    }
+    g_free(d);
+    aio_context_unref(ctx);
+}
+
+/* ---- adaptive busy polling ------------------------------------------------------------------ */
+
+/* The window's arithmetic, driven with made-up wait times. */
+static void test_poll_window(void)
+{
+    AioContext *ctx = aio_context_new(&error_abort);
+    Error *err = NULL;
+
+    g_assert_false(aio_context_set_poll_params(ctx, -1, 0, 0, &err));
+    g_assert_nonnull(strstr(error_get_pretty(err), "must not be negative"));
+    error_free(err);
+
+    g_assert_true(aio_context_set_poll_params(ctx, 100000, 0, 0, &error_abort));
+    g_assert_cmpint(aio_context_poll_ns(ctx), ==, 0);
+    aio_poll_adjust_window(ctx, 50000);          /* would have helped: grow */
+    g_assert_cmpint(aio_context_poll_ns(ctx), ==, AIO_POLL_INITIAL_NS);
+    aio_poll_adjust_window(ctx, 50000);
+    g_assert_cmpint(aio_context_poll_ns(ctx), ==, 2 * AIO_POLL_INITIAL_NS);
+    aio_poll_adjust_window(ctx, 1000);           /* inside the window: keep */
+    g_assert_cmpint(aio_context_poll_ns(ctx), ==, 2 * AIO_POLL_INITIAL_NS);
+    for (int i = 0; i < 20; i++) {
+        aio_poll_adjust_window(ctx, 99000);
+    }
+    g_assert_cmpint(aio_context_poll_ns(ctx), ==, 100000);   /* capped at max */
+    aio_poll_adjust_window(ctx, 200000);         /* longer than max: shrink to 0 */
+    g_assert_cmpint(aio_context_poll_ns(ctx), ==, 0);
+
+    g_assert_true(aio_context_set_poll_params(ctx, 1000000, 3, 4, &error_abort));
+    aio_poll_adjust_window(ctx, 500000);
+    aio_poll_adjust_window(ctx, 500000);
+    g_assert_cmpint(aio_context_poll_ns(ctx), ==, 3 * AIO_POLL_INITIAL_NS);
+    aio_poll_adjust_window(ctx, 2000000);
+    g_assert_cmpint(aio_context_poll_ns(ctx), ==, 3 * AIO_POLL_INITIAL_NS / 4);
+
+    g_assert_true(aio_context_set_poll_params(ctx, 0, 0, 0, &error_abort));
+    aio_poll_adjust_window(ctx, 10);
+    g_assert_cmpint(aio_context_poll_ns(ctx), ==, 0);
+    aio_context_unref(ctx);
+}
+
+typedef struct {
+    EventNotifier e;
+    bool work;            /* what io_poll finds */
+    int polls, poll_ready, reads, begins, ends;
+} BusyData;
+
+static void busy_read(EventNotifier *e)
+{
+    BusyData *b = container_of(e, BusyData, e);
+    event_notifier_test_and_clear(e);
+    b->reads++;
+}
+
+static bool busy_poll(EventNotifier *e)
+{
+    BusyData *b = container_of(e, BusyData, e);
+    b->polls++;
+    return b->work;
+}
+
+static void busy_poll_ready(EventNotifier *e)
+{
+    BusyData *b = container_of(e, BusyData, e);
+    b->work = false;
+    b->poll_ready++;
+}
+
+static void busy_begin(void *opaque)
+{
+    BusyData *b = container_of((EventNotifier *)opaque, BusyData, e);
+    b->begins++;
+}
+
+static void busy_end(void *opaque)
+{
+    BusyData *b = container_of((EventNotifier *)opaque, BusyData, e);
+    b->ends++;
+}
+
+static void test_poll_busy(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    BusyData b = { 0 };
+    TimerData t = { 0 };
+
+    g_assert_cmpint(event_notifier_init(&b.e, false), ==, 0);
+    aio_set_event_notifier(ctx, &b.e, false, busy_read, busy_poll, busy_poll_ready);
+    aio_set_fd_poll(ctx, b.e.fd, busy_begin, busy_end);
+    while (aio_poll(ctx, false)) {
+    }
+
+    /* Window 0: io_poll is not busy-polled. */
+    b.work = true;
+    b.polls = 0;
+    aio_timer_init(&t.timer, ctx, AIO_CLOCK_MONOTONIC, timer_cb, &t);
+    aio_timer_mod_ns(&t.timer, aio_clock_get_ns(AIO_CLOCK_MONOTONIC) + 1000000);
+    while (!t.fired) {
+        aio_poll(ctx, true);
+    }
+    g_assert_cmpint(b.polls, ==, 0);
+    g_assert_cmpint(b.poll_ready, ==, 0);
+
+    /* Open a 10 ms window: polling finds the work without any fd event. */
+    g_assert_true(aio_context_set_poll_params(ctx, 10000000, 0, 0, &error_abort));
+    for (int i = 0; i < 20; i++) {
+        aio_poll_adjust_window(ctx, 9000000);
+    }
+    g_assert_cmpint(aio_context_poll_ns(ctx), ==, 10000000);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(b.begins, ==, 1);
+    g_assert_cmpint(b.poll_ready, ==, 1);
+    g_assert_cmpint(b.reads, ==, 0);
+    g_assert_cmpint(b.ends, ==, 0);          /* still in polling mode */
+
+    /* Nothing to find, a timer 30 ms away: polling ends, the wait outlasts max: shrink. */
+    aio_timer_mod_ns(&t.timer, aio_clock_get_ns(AIO_CLOCK_MONOTONIC) + 30000000);
+    t.fired = 0;
+    while (!t.fired) {
+        aio_poll(ctx, true);
+    }
+    g_assert_cmpint(b.ends, ==, 1);
+    g_assert_cmpint(aio_context_poll_ns(ctx), ==, 0);
+
+    /* Work that shows up as an fd event goes through io_read. */
+    event_notifier_set(&b.e);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(b.reads, ==, 1);
+
+    aio_set_event_notifier(ctx, &b.e, false, NULL, NULL, NULL);
+    event_notifier_cleanup(&b.e);
+    aio_context_unref(ctx);
+}
+
+/* ---- io_uring: fallback and ring sharing ------------------------------------------------------ */
+
+static void test_io_uring_fallback(void)
+{
+    static const struct { const char *fake; const char *msg; } cases[] = {
+        { "EPERM", "io_uring fd monitor unavailable: io_uring_setup failed (io_uring is "
+                   "forbidden here: sysctl kernel.io_uring_disabled or a seccomp filter): "
+                   "Operation not permitted" },
+        { "ENOSYS", "io_uring fd monitor unavailable: io_uring_setup failed (the kernel "
+                    "has no io_uring): Function not implemented" },
+    };
+    AioContext *ctx;
+    Error *err = NULL;
+    FdData d;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_setenv("RINGBLK_FDMON_IO_URING_FAIL", cases[i].fake, TRUE);
+        ctx = aio_context_new(&error_abort);
+        g_assert_false(aio_context_set_fdmon(ctx, AIO_FDMON_IO_URING, &err));
+        if (g_str_has_prefix(error_get_pretty(err), "io_uring fd monitor unavailable: ringblk "
+                             "was built without")) {
+            g_test_skip("built without io_uring");
+        } else {
+            g_assert_cmpstr(error_get_pretty(err), ==, cases[i].msg);
+        }
+        g_clear_error(&err);
+        g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "poll");
+
+        /* auto quietly takes poll; the context keeps working */
+        g_assert_true(aio_context_set_fdmon(ctx, AIO_FDMON_AUTO, &error_abort));
+        g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "poll");
+        g_assert_null(aio_context_get_fdmon_ring(ctx));
+        fd_data_init(&d, ctx);
+        aio_set_fd_handler(ctx, d.e.fd, false, fd_read_cb, NULL, NULL, NULL, &d);
+        event_notifier_set(&d.e);
+        g_assert_true(aio_poll(ctx, true));
+        g_assert_cmpint(d.reads, ==, 1);
+        aio_set_fd_handler(ctx, d.e.fd, false, NULL, NULL, NULL, NULL, NULL);
+        event_notifier_cleanup(&d.e);
+        aio_context_unref(ctx);
+    }
+    g_unsetenv("RINGBLK_FDMON_IO_URING_FAIL");
+}
+
+#ifdef CONFIG_LINUX_IO_URING
+typedef struct {
+    uint64_t user_data[4];
+    int32_t res[4];
+    int n;
+} ForeignData;
+
+static void foreign_cqe(void *opaque, uint64_t user_data, int32_t res, uint32_t flags)
+{
+    ForeignData *f = opaque;
+    g_assert_cmpint(f->n, <, 4);
+    f->user_data[f->n] = user_data;
+    f->res[f->n] = res;
+    f->n++;
+}
+
+static void test_io_uring_foreign(void)
+{
+    AioContext *ctx = aio_context_new(&error_abort);
+    Error *err = NULL;
+    ForeignData f = { 0 };
+    struct io_uring *ring;
+    static uint64_t cookies[2];
+
+    g_assert_null(aio_context_get_fdmon_ring(ctx));
+    if (!aio_context_set_fdmon(ctx, AIO_FDMON_IO_URING, &err)) {
+        g_test_skip(error_get_pretty(err));
+        error_free(err);
+        aio_context_unref(ctx);
+        return;
+    }
+    ring = aio_context_get_fdmon_ring(ctx);
+    g_assert_nonnull(ring);
+    aio_context_set_fdmon_cqe_handler(ctx, foreign_cqe, &f);
+    for (int i = 0; i < 2; i++) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+        g_assert_nonnull(sqe);
+        io_uring_prep_nop(sqe);
+        io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&cookies[i] |
+                                AIO_FDMON_CQE_FOREIGN_TAG);
+    }
+    /* Not submitted by us: the loop's next wait does it. */
+    while (f.n < 2) {
+        g_assert_true(aio_poll(ctx, true));
+    }
+    g_assert_cmpint(f.n, ==, 2);
+    for (int i = 0; i < 2; i++) {
+        g_assert_cmphex(f.user_data[i], ==,
+                        (uint64_t)(uintptr_t)&cookies[i] | AIO_FDMON_CQE_FOREIGN_TAG);
+        g_assert_cmpint(f.res[i], ==, 0);
+    }
+    g_assert_false(aio_poll(ctx, false));
+
+    /* Switching away drops the ring. */
+    g_assert_true(aio_context_set_fdmon(ctx, AIO_FDMON_POLL, &error_abort));
+    g_assert_null(aio_context_get_fdmon_ring(ctx));
+    aio_context_unref(ctx);
+}
+#endif
+
+/* Explicit switches move live handlers between every pair of monitors. */
+static void test_fdmon_explicit_switch(void)
+{
+    AioContext *ctx = aio_context_new(&error_abort);
+    FdData d;
+    int reads = 0;
+
+    fd_data_init(&d, ctx);
+    aio_set_fd_handler(ctx, d.e.fd, false, fd_read_cb, NULL, NULL, NULL, &d);
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < G_N_ELEMENTS(fdmons); i++) {
+            Error *err = NULL;
+            if (!aio_context_set_fdmon(ctx, fdmons[i].type, &err)) {
+                g_assert_cmpint(fdmons[i].type, ==, AIO_FDMON_IO_URING);
+                error_free(err);
+                continue;
+            }
+            g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, fdmons[i].name);
+            event_notifier_set(&d.e);
+            g_assert_true(aio_poll(ctx, true));
+            g_assert_cmpint(d.reads, ==, ++reads);
+        }
+    }
+    aio_set_fd_handler(ctx, d.e.fd, false, NULL, NULL, NULL, NULL, NULL);
+    event_notifier_cleanup(&d.e);
+    aio_context_unref(ctx);
+}
+
+/* ---- GSource ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    AioContext *ctx;
+    int ran;              /* atomic */
+} GSrcWake;
+
+static void gsrc_bh(void *opaque)
+{
+    GSrcWake *w = opaque;
+    __atomic_store_n(&w->ran, 1, __ATOMIC_SEQ_CST);
+}
+
+static void *gsrc_thread(void *opaque)
+{
+    GSrcWake *w = opaque;
+    g_usleep(20000);
+    aio_bh_schedule_oneshot(w->ctx, gsrc_bh, w);
+    return NULL;
+}
+
+static void test_gsource(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    GMainContext *gctx = g_main_context_new();
+    GSource *src = aio_get_g_source(ctx);
+    GString *log = g_string_new("");
+    BHData b = { .log = log, .tag = 'b' };
+    AioBH *bh = aio_bh_new(ctx, bh_log, &b);
+    TimerData t = { 0 };
+    GSrcWake w = { .ctx = ctx };
+    pthread_t th;
+    int64_t expire;
+    FdData d;
+
+    fd_data_init(&d, ctx);
+    aio_set_fd_handler(ctx, d.e.fd, false, fd_read_cb, NULL, NULL, NULL, &d);
+    g_source_attach(src, gctx);
+
+    aio_bh_schedule(bh);
+    while (!b.runs) {
+        g_main_context_iteration(gctx, TRUE);
+    }
+    g_assert_cmpint(b.runs, ==, 1);
+
+    event_notifier_set(&d.e);
+    while (!d.reads) {
+        g_main_context_iteration(gctx, TRUE);
+    }
+    g_assert_cmpint(d.reads, ==, 1);
+
+    aio_timer_init(&t.timer, ctx, AIO_CLOCK_MONOTONIC, timer_cb, &t);
+    expire = aio_clock_get_ns(AIO_CLOCK_MONOTONIC) + 3300000;
+    aio_timer_mod_ns(&t.timer, expire);
+    while (!t.fired) {
+        g_main_context_iteration(gctx, TRUE);
+    }
+    g_assert_cmpint(t.fired_ns, >=, expire);
+
+    /* Another thread wakes the GLib loop sleeping on our behalf. */
+    g_assert_cmpint(pthread_create(&th, NULL, gsrc_thread, &w), ==, 0);
+    while (!__atomic_load_n(&w.ran, __ATOMIC_SEQ_CST)) {
+        g_main_context_iteration(gctx, TRUE);
+    }
+    pthread_join(th, NULL);
+
+    aio_set_fd_handler(ctx, d.e.fd, false, NULL, NULL, NULL, NULL, NULL);
+    event_notifier_cleanup(&d.e);
+    aio_bh_delete(bh);
+    g_string_free(log, TRUE);
+    g_source_destroy(src);
+    g_source_unref(src);
+    g_main_context_unref(gctx);
+    aio_context_unref(ctx);
+}
+
 /* ---- registration ------------------------------------------------------------------------- */
 
 static void add_per_fdmon(const char *path, GTestDataFunc fn)
@@ -734,7 +1118,16 @@ int main(int argc, char **argv)
     add_per_fdmon("/aio/fd/remove-self-in-dispatch", test_fd_remove_self_in_dispatch);
     add_per_fdmon("/aio/fd/add-in-dispatch", test_fd_add_in_dispatch);
     add_per_fdmon("/aio/external/nested", test_external_nested);
+    add_per_fdmon("/aio/fd/many", test_fd_many);
+    add_per_fdmon("/aio/poll/busy", test_poll_busy);
+    add_per_fdmon("/aio/gsource/drive", test_gsource);
+    g_test_add_func("/aio/poll/window", test_poll_window);
     g_test_add_func("/aio/fdmon/poll/switch-to-epoll-and-back", test_fdmon_switch);
+    g_test_add_func("/aio/fdmon/io_uring/fallback", test_io_uring_fallback);
+#ifdef CONFIG_LINUX_IO_URING
+    g_test_add_func("/aio/fdmon/io_uring/foreign-cqe", test_io_uring_foreign);
+#endif
+    g_test_add_func("/aio/fdmon/switch-explicit", test_fdmon_explicit_switch);
     g_test_add_func("/aio/fdmon/epoll/sticky", test_fdmon_epoll_sticky);
     return g_test_run();
 }
