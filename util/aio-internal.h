@@ -191,6 +191,7 @@ struct AioContext {
     const FdMonOps *fdmon_ops;
     AioFdMonType fdmon_type;  /* what was asked for */
     bool fdmon_switch_failed; /* epoll could not start: stop trying */
+    bool fdmon_pinned;        /* aio_context_pin_fdmon(): never switch automatically */
 
     struct {
         struct pollfd *pfds;
@@ -237,6 +238,11 @@ void aio_add_ready_handler(AioHandlerReadyList *ready, AioHandler *node,
 void aio_handler_free(AioContext *ctx, AioHandler *node);
 /* Switches backend; all registered handlers move. */
 bool aio_fdmon_switch(AioContext *ctx, const FdMonOps *ops, Error **errp);
+/*
+ * Benchmarks and tests: makes ctx use ops and never switch automatically
+ * (e.g. to measure poll with thousands of fds).
+ */
+bool aio_context_pin_fdmon(AioContext *ctx, const FdMonOps *ops, Error **errp);
 /* Drops every handler (context teardown). */
 void aio_handlers_cleanup(AioContext *ctx);
 

@@ -347,6 +347,7 @@ bool aio_context_set_fdmon(AioContext *ctx, AioFdMonType type, Error **errp)
         if (fdmon_io_uring_get_ops() &&
             aio_fdmon_switch(ctx, fdmon_io_uring_get_ops(), &local_err)) {
             ctx->fdmon_type = AIO_FDMON_IO_URING;
+            ctx->fdmon_pinned = false;
             return true;
         }
         g_clear_error(&local_err);
@@ -381,6 +382,16 @@ bool aio_context_set_fdmon(AioContext *ctx, AioFdMonType type, Error **errp)
         return false;
     }
     ctx->fdmon_type = type;
+    ctx->fdmon_pinned = false;
+    return true;
+}
+
+bool aio_context_pin_fdmon(AioContext *ctx, const FdMonOps *ops, Error **errp)
+{
+    if (!aio_fdmon_switch(ctx, ops, errp)) {
+        return false;
+    }
+    ctx->fdmon_pinned = true;
     return true;
 }
 
@@ -394,7 +405,8 @@ static void aio_fdmon_maybe_switch(AioContext *ctx)
 {
     Error *local_err = NULL;
 
-    if (ctx->fdmon_type != AIO_FDMON_POLL || ctx->fdmon_switch_failed) {
+    if (ctx->fdmon_type != AIO_FDMON_POLL || ctx->fdmon_switch_failed ||
+        ctx->fdmon_pinned) {
         return;
     }
     if (ctx->fdmon_ops == &fdmon_poll_ops && ctx->n_fds > FDMON_EPOLL_UP_THRESHOLD) {
