@@ -539,6 +539,16 @@ class Schema:
 # C output
 
 
+def plain_doc(s):
+    """Doc text for C tables: '@member' references lose the '@'."""
+    return re.sub(r'@([A-Za-z0-9_-]+)', r'\1', s)
+
+
+def md_doc(s):
+    """Doc text for Markdown: '@member' references become code spans."""
+    return re.sub(r'@([A-Za-z0-9_-]+)', r'`\1`', s).replace('|', '\\|')
+
+
 def c_string(s):
     if s is None:
         return 'NULL'
@@ -588,7 +598,7 @@ def gen_source(schema):
             out.extend('    %s,\n' % c_string(v) for v, _ in t.values)
             out.append('    NULL,\n};\n')
             out.append('static const char *const %s_docs[] = {\n' % cn)
-            out.extend('    %s,\n' % c_string(d) for _, d in t.values)
+            out.extend('    %s,\n' % c_string(plain_doc(d)) for _, d in t.values)
             out.append('};\n')
             out.append('const QapiEnumLookup %s_lookup = { %s_values, %d };\n'
                        % (t.name, cn, len(t.values)))
@@ -619,7 +629,7 @@ def gen_source(schema):
                               'true' if has_range else 'false',
                               c_int(m.min if has_range else 0),
                               c_int(m.max if has_range else 0),
-                              dk, c_string(ds), c_int(di), c_string(m.doc)))
+                              dk, c_string(ds), c_int(di), c_string(plain_doc(m.doc))))
             out.append('};\n')
         if t.kind in ('union', 'alternate'):
             out.append('\nstatic const QapiVariant %s_variants[] = {\n' % cn)
@@ -633,7 +643,7 @@ def gen_source(schema):
         fields = ['.name = %s' % c_string(t.name),
                   '.kind = QAPI_KIND_%s' % t.kind.upper(),
                   '.builtin = QAPI_BUILTIN_%s' % (t.builtin or 'NONE'),
-                  '.doc = %s' % c_string(t.doc)]
+                  '.doc = %s' % c_string(plain_doc(t.doc))]
         if t.kind in ('struct', 'union') and t.members:
             fields.append('.members = %s_members' % cn)
             fields.append('.n_members = %d' % len(t.members))
@@ -681,12 +691,16 @@ In keyval, values are converted by type: booleans accept `on`, `yes`,
 `true`, `y` and `off`, `no`, `false`, `n`; integers are decimal, `0x` hex or
 `0` octal, optionally negative; sizes are a non-negative number with an
 optional binary suffix `B` (bytes), `k`, `M`, `G`, `T`, `P` or `E` (any
-case), where a fraction needs a suffix (`1.5G`, `512k`, `0x1000`). In
-JSON, values have their JSON types and sizes are plain integers.
+case), where a fraction needs a suffix (`1.5G`, `512k`, `0x1000`); sizes
+stay below 2^63. In JSON, values have their JSON types and sizes are
+plain integers.
 
 An optional key that is absent takes the default shown below. Unknown
 keys, values of the wrong type, values outside an enum or range, and
 missing required keys are errors that name the full dotted key.
+
+Tools print the keys of a driver with `help`, e.g.
+`--blockdev driver=file,help`; the layout is the one QEMU uses.
 """
 
 
@@ -715,18 +729,16 @@ def doc_default(m):
     return '`%s`' % d
 
 
-def md_escape(s):
-    return s.replace('|', '\\|')
-
-
 def member_rows(members):
     rows = ['| Key | Type | Default | Description |', '|---|---|---|---|']
     for m in members:
         desc = m.doc
-        if m.min is not None and not (m.min == INT64_MIN and m.max == INT64_MAX):
+        if m.min is not None and m.max == INT64_MAX and m.min != INT64_MIN:
+            desc += ' (minimum: %d)' % m.min
+        elif m.min is not None and not (m.min == INT64_MIN and m.max == INT64_MAX):
             desc += ' (range: %d to %d)' % (m.min, m.max)
         rows.append('| `%s` | %s | %s | %s |' % (m.name, doc_type_ref(m.type),
-                                                  doc_default(m), md_escape(desc)))
+                                                  doc_default(m), md_doc(desc)))
     return rows
 
 
@@ -737,11 +749,11 @@ def gen_doc(schema):
             continue
         out.append('\n## %s\n' % t.name)
         if t.doc:
-            out.append('\n%s\n' % t.doc)
+            out.append('\n%s\n' % md_doc(t.doc))
         if t.kind == 'enum':
             out.append('\nEnum. Values:\n\n| Value | Description |\n|---|---|\n')
             for v, d in t.values:
-                out.append('| `%s` | %s |\n' % (v, md_escape(d)))
+                out.append('| `%s` | %s |\n' % (v, md_doc(d)))
         elif t.kind == 'struct':
             if t.members:
                 out.append('\n' + '\n'.join(member_rows(t.members)) + '\n')
@@ -756,7 +768,7 @@ def gen_doc(schema):
             out.append('\nOne of:\n\n')
             for name, at in t.variants:
                 out.append('* %s (JSON %s): %s\n' % (doc_type_ref(at), at.describe(),
-                                                     t.alt_docs[name]))
+                                                     md_doc(t.alt_docs[name])))
     return ''.join(out)
 
 

@@ -24,6 +24,7 @@
 
 #include <json-glib/json-glib.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "qapi/qapi-types.h"
 #include "util/error.h"
@@ -64,5 +65,26 @@ JsonObject *qapi_drive_to_blockdev(JsonObject *drive, Error **errp);
 
 /* Looks up the index of an enum value in schema enum `enum_name`, or -1. */
 int qapi_enum_parse(const char *enum_name, const char *value);
+
+/*
+ * Prints the members of struct or union type_name in keyval spelling with
+ * type, default, range and doc, one per line, sorted (QEMU's
+ * "-blockdev driver=file,help" layout). For a union, only the common
+ * members; see qapi_print_union_help().
+ */
+void qapi_print_type_help(FILE *f, const char *type_name);
+
+/*
+ * Prints the options of union union_name for tag value tag ("file" for
+ * BlockdevOptions): common members (less the tag) and the variant's.
+ * Returns false, after printing why, when tag is not a valid value.
+ */
+bool qapi_print_union_help(FILE *f, const char *union_name, const char *tag);
+
+/*
+ * The whole schema as a new JSON array of type descriptions (shape in
+ * qapi/introspect.c, close to QEMU's query-qmp-schema). Caller unrefs.
+ */
+JsonNode *qapi_schema_introspect(void);
 
 #endif
