@@ -16,6 +16,7 @@
 #include "block/block_int.h"
 #include "qapi/qapi.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,9 +252,10 @@ static BlockDriverState *open_checked(JsonObject *opts, JsonObject *explicit_opt
 static BlockDriverState *open_file_child(BlockDriverState *bs, JsonObject *opts,
                                          JsonObject *explicit_opts, Error **errp)
 {
-    JsonNode *n = json_object_has_member(opts, "file") ? json_object_get_member(opts, "file") : NULL;
+    const char *ckey = bs->drv->child_key ? bs->drv->child_key : "file";
+    JsonNode *n = json_object_has_member(opts, ckey) ? json_object_get_member(opts, ckey) : NULL;
     if (!n || JSON_NODE_HOLDS_NULL(n)) {
-        error_setg(errp, "A block device must be specified for \"file\"");
+        error_setg(errp, "A block device must be specified for \"%s\"", ckey);
         return NULL;
     }
     if (JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING) {
@@ -272,7 +274,7 @@ static BlockDriverState *open_file_child(BlockDriverState *bs, JsonObject *opts,
         return child;
     }
     if (!JSON_NODE_HOLDS_OBJECT(n)) {
-        error_setg(errp, "Invalid parameter type for 'file', expected: object or string");
+        error_setg(errp, "Invalid parameter type for '%s', expected: object or string", ckey);
         return NULL;
     }
     /* Inherit read-only, cache.* and discard unless the child tightens them. */
@@ -289,8 +291,8 @@ static BlockDriverState *open_file_child(BlockDriverState *bs, JsonObject *opts,
     if (bs->discard_unmap && !json_object_has_member(copts, "discard")) {
         json_object_set_string_member(copts, "discard", "unmap");
     }
-    JsonNode *en = explicit_opts && json_object_has_member(explicit_opts, "file") ?
-                   json_object_get_member(explicit_opts, "file") : NULL;
+    JsonNode *en = explicit_opts && json_object_has_member(explicit_opts, ckey) ?
+                   json_object_get_member(explicit_opts, ckey) : NULL;
     JsonObject *cexplicit = en && JSON_NODE_HOLDS_OBJECT(en) ? json_node_get_object(en) : NULL;
     BlockDriverState *child = open_checked(copts, cexplicit, errp);
     json_object_unref(copts);
@@ -337,6 +339,9 @@ static BlockDriverState *open_checked(JsonObject *opts, JsonObject *explicit_opt
     bs->cache_no_flush = bdrv_opt_bool(opts, "cache.no-flush", false);
     bs->discard_unmap = !g_strcmp0(bdrv_opt_str(opts, "discard", "ignore"), "unmap") ||
                         !g_strcmp0(bdrv_opt_str(opts, "discard", "ignore"), "on");
+    bs->writethrough = !bdrv_opt_bool(opts, "cache.writeback", true);
+    const char *dz = bdrv_opt_str(opts, "detect-zeroes", "off");
+    bs->detect_zeroes = !strcmp(dz, "unmap") ? 2 : !strcmp(dz, "on") ? 1 : 0;
     bs->node_name = node_name ? g_strdup(node_name) : NULL;
     bs->opaque = drv->instance_size ? g_malloc0(drv->instance_size) : NULL;
     bs->explicit_opts = explicit_opts;

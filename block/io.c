@@ -639,6 +639,17 @@ static void bdrv_submit(BlockDriverState *bs, BdrvReqType type, int64_t offset, 
                         BlockCompletionFunc *cb, void *opaque)
 {
     BdrvRequest *req = req_alloc(bs);
+    if (type == BDRV_REQ_TYPE_WRITE && G_UNLIKELY(bs->writethrough || bs->detect_zeroes)) {
+        if (bs->writethrough) {
+            flags |= BDRV_REQ_FUA;
+        }
+        if (bs->detect_zeroes && qiov && qiov->size && iov_is_zero(qiov->iov, qiov->niov)) {
+            type = BDRV_REQ_TYPE_ZEROES;
+            if (bs->detect_zeroes == 2 && bs->discard_unmap) {
+                flags |= BDRV_REQ_MAY_UNMAP;
+            }
+        }
+    }
     req->type = type;
     req->flags = flags;
     req->offset = offset;

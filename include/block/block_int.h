@@ -107,8 +107,10 @@ typedef struct BDRVReopenState {
 typedef struct BlockDriver {
     const char *format_name;
     size_t instance_size;        /* bs->opaque, zeroed */
-    /* Format/filter drivers have a "file" child opened before their open. */
+    /* Format/filter drivers have a child (bs->file) opened before their open. */
     bool has_file_child;
+    /* The option naming that child: "file" when NULL (blkdebug: "image"). */
+    const char *child_key;
     /* Protocol drivers that keep a filename. */
     bool is_protocol;
 
@@ -185,6 +187,8 @@ struct BlockDriverState {
     bool cache_direct;
     bool cache_no_flush;
     bool discard_unmap;          /* discard=unmap (else discards are ignored) */
+    bool writethrough;           /* cache.writeback=off: every write is FUA */
+    int detect_zeroes;           /* 0 off, 1 on, 2 unmap */
     char *filename;              /* protocol drivers: the file they opened */
     int64_t total_bytes;         /* cached length; refreshed by getlength/truncate */
     BlockLimits bl;
