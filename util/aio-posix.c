@@ -614,7 +614,8 @@ bool aio_poll(AioContext *ctx, bool blocking)
         }
 
         /* Accept the notification before running BHs, which may schedule more. */
-        woke = __atomic_exchange_n(&ctx->notified, false, __ATOMIC_ACQUIRE);
+        woke = __atomic_load_n(&ctx->notified, __ATOMIC_RELAXED) &&
+               __atomic_exchange_n(&ctx->notified, false, __ATOMIC_ACQUIRE);
 
         progress |= aio_bh_poll(ctx);
         progress |= aio_dispatch_ready(ctx, &ready);

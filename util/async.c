@@ -76,8 +76,13 @@ void aio_bh_schedule_oneshot(AioContext *ctx, AioBHFunc *cb, void *opaque)
 /* Takes the scheduled LIFO and returns it in scheduling order. */
 static AioBH *aio_bh_take_batch(AioContext *ctx)
 {
-    AioBH *lifo = __atomic_exchange_n(&ctx->bh_list, NULL, __ATOMIC_ACQUIRE);
-    AioBH *fifo = NULL;
+    AioBH *lifo, *fifo = NULL;
+
+    /* A plain load first: the locked exchange is for when there is something. */
+    if (!__atomic_load_n(&ctx->bh_list, __ATOMIC_RELAXED)) {
+        return NULL;
+    }
+    lifo = __atomic_exchange_n(&ctx->bh_list, NULL, __ATOMIC_ACQUIRE);
     while (lifo) {
         AioBH *next = lifo->next;
         lifo->next = fifo;

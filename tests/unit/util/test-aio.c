@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "block/aio.h"
@@ -1085,12 +1086,139 @@ static void test_gsource(const void *data)
     aio_context_unref(ctx);
 }
 
+/* ---- handlers that change what they wait for ------------------------------------------------ */
+
+typedef struct {
+    int sv[2];
+    int reads, writes;
+} SockData;
+
+static void sock_read(void *opaque)
+{
+    SockData *sd = opaque;
+    char buf[64];
+    while (read(sd->sv[0], buf, sizeof(buf)) > 0) {
+    }
+    sd->reads++;
+}
+
+static void sock_write(void *opaque)
+{
+    SockData *sd = opaque;
+    sd->writes++;
+}
+
+static void test_fd_change_events(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    SockData sd = { 0 };
+
+    g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                               sd.sv), ==, 0);
+    aio_set_fd_handler(ctx, sd.sv[0], false, sock_read, NULL, NULL, NULL, &sd);
+    g_assert_false(aio_poll(ctx, false));
+
+    /* Add io_write: the socket is writable at once. */
+    aio_set_fd_handler(ctx, sd.sv[0], false, sock_read, sock_write, NULL, NULL, &sd);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(sd.writes, ==, 1);
+    g_assert_cmpint(sd.reads, ==, 0);
+
+    /* Drop it again: only reads wake us now. */
+    aio_set_fd_handler(ctx, sd.sv[0], false, sock_read, NULL, NULL, NULL, &sd);
+    while (aio_poll(ctx, false)) {
+    }
+    sd.writes = 0;
+    g_assert_cmpint(write(sd.sv[1], "x", 1), ==, 1);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(sd.reads, ==, 1);
+    g_assert_cmpint(sd.writes, ==, 0);
+
+    /* Level-triggered: data left unread is reported again. */
+    aio_set_fd_handler(ctx, sd.sv[0], false, sock_write, NULL, NULL, NULL, &sd);
+    g_assert_cmpint(write(sd.sv[1], "y", 1), ==, 1);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(sd.writes, ==, 2);   /* sock_write as io_read: never reads */
+
+    aio_set_fd_handler(ctx, sd.sv[0], false, NULL, NULL, NULL, NULL, NULL);
+    close(sd.sv[0]);
+    close(sd.sv[1]);
+    aio_context_unref(ctx);
+}
+
+/* ---- BHs scheduled from another thread while the owner polls ----------------------------------- */
+
+enum { STRESS_BHS = 20000 };
+
+typedef struct {
+    AioContext *ctx;
+    int ran;               /* owner thread only */
+    AioBH *reusable;
+    int reusable_ran;
+} StressData;
+
+static void stress_bh(void *opaque)
+{
+    StressData *sd = opaque;
+    sd->ran++;
+}
+
+static void stress_reusable_bh(void *opaque)
+{
+    StressData *sd = opaque;
+    sd->reusable_ran++;
+}
+
+static void *stress_thread(void *opaque)
+{
+    StressData *sd = opaque;
+    for (int i = 0; i < STRESS_BHS; i++) {
+        aio_bh_schedule_oneshot(sd->ctx, stress_bh, sd);
+        aio_bh_schedule(sd->reusable);
+    }
+    return NULL;
+}
+
+static void test_bh_cross_thread_stress(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    StressData sd = { .ctx = ctx };
+    pthread_t th;
+
+    sd.reusable = aio_bh_new(ctx, stress_reusable_bh, &sd);
+    g_assert_cmpint(pthread_create(&th, NULL, stress_thread, &sd), ==, 0);
+    while (sd.ran < STRESS_BHS) {
+        aio_poll(ctx, true);
+    }
+    pthread_join(th, NULL);
+    while (aio_poll(ctx, false)) {
+    }
+    g_assert_cmpint(sd.ran, ==, STRESS_BHS);
+    /* Coalesced while pending, but at least once after the last schedule. */
+    g_assert_cmpint(sd.reusable_ran, >=, 1);
+    g_assert_cmpint(sd.reusable_ran, <=, STRESS_BHS);
+    aio_bh_delete(sd.reusable);
+    aio_context_unref(ctx);
+}
+
 /* ---- registration ------------------------------------------------------------------------- */
 
+/* path/<monitor>, e.g. /aio/bh/order/epoll */
 static void add_per_fdmon(const char *path, GTestDataFunc fn)
 {
     for (size_t i = 0; i < G_N_ELEMENTS(fdmons); i++) {
         char *p = g_strdup_printf("%s/%s", path, fdmons[i].name);
+        g_test_add_data_func(p, &fdmons[i], fn);
+        g_free(p);
+    }
+}
+
+/* /aio/fdmon/<monitor>/name: tests of fd handling itself */
+static void add_fdmon_test(const char *name, GTestDataFunc fn)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(fdmons); i++) {
+        char *p = g_strdup_printf("/aio/fdmon/%s/%s", fdmons[i].name, name);
         g_test_add_data_func(p, &fdmons[i], fn);
         g_free(p);
     }
@@ -1107,18 +1235,20 @@ int main(int argc, char **argv)
     add_per_fdmon("/aio/bh/cancel", test_bh_cancel);
     add_per_fdmon("/aio/bh/reschedule-in-callback", test_bh_reschedule_in_callback);
     add_per_fdmon("/aio/bh/nested-poll", test_bh_nested);
-    add_per_fdmon("/aio/notify/cross-thread", test_notify_cross_thread);
+    add_per_fdmon("/aio/poll/cross-thread-wakeup", test_notify_cross_thread);
     add_per_fdmon("/aio/timer/order", test_timer_order);
     add_per_fdmon("/aio/timer/precision", test_timer_precision);
     add_per_fdmon("/aio/timer/del-and-rearm", test_timer_del_and_rearm);
-    add_per_fdmon("/aio/fd/read", test_fd_read);
-    add_per_fdmon("/aio/fd/write", test_fd_write);
-    add_per_fdmon("/aio/fd/event-notifier", test_event_notifier);
-    add_per_fdmon("/aio/fd/remove-other-in-dispatch", test_fd_remove_other_in_dispatch);
-    add_per_fdmon("/aio/fd/remove-self-in-dispatch", test_fd_remove_self_in_dispatch);
-    add_per_fdmon("/aio/fd/add-in-dispatch", test_fd_add_in_dispatch);
+    add_fdmon_test("read", test_fd_read);
+    add_fdmon_test("write", test_fd_write);
+    add_fdmon_test("event-notifier", test_event_notifier);
+    add_fdmon_test("remove-other-in-dispatch", test_fd_remove_other_in_dispatch);
+    add_fdmon_test("remove-self-in-dispatch", test_fd_remove_self_in_dispatch);
+    add_fdmon_test("add-in-dispatch", test_fd_add_in_dispatch);
     add_per_fdmon("/aio/external/nested", test_external_nested);
-    add_per_fdmon("/aio/fd/many", test_fd_many);
+    add_fdmon_test("many", test_fd_many);
+    add_fdmon_test("change-events", test_fd_change_events);
+    add_per_fdmon("/aio/bh/cross-thread-stress", test_bh_cross_thread_stress);
     add_per_fdmon("/aio/poll/busy", test_poll_busy);
     add_per_fdmon("/aio/gsource/drive", test_gsource);
     g_test_add_func("/aio/poll/window", test_poll_window);
