@@ -498,6 +498,7 @@ static bool aio_try_poll_mode(AioContext *ctx, AioHandlerReadyList *ready,
     if (max_ns > 0 && ctx->poll_disable_cnt == 0 && !LIST_EMPTY(&ctx->poll_handlers) &&
         !(ctx->fdmon_ops->need_wait && ctx->fdmon_ops->need_wait(ctx))) {
         int64_t start = aio_clock_get_ns(AIO_CLOCK_MONOTONIC);
+        int64_t elapsed;
 
         aio_poll_set_started(ctx, ready, true);
         do {
@@ -506,8 +507,12 @@ static bool aio_try_poll_mode(AioContext *ctx, AioHandlerReadyList *ready,
                 *timeout = 0;
                 return true;
             }
-        } while (aio_clock_get_ns(AIO_CLOCK_MONOTONIC) - start < max_ns &&
-                 !aio_has_pending_work(ctx));
+            elapsed = aio_clock_get_ns(AIO_CLOCK_MONOTONIC) - start;
+        } while (elapsed < max_ns && !aio_has_pending_work(ctx));
+        /* The time spent polling counts against the timer deadline. */
+        if (*timeout > 0) {
+            *timeout = elapsed >= *timeout ? 0 : *timeout - elapsed;
+        }
     }
     if (aio_poll_set_started(ctx, ready, false)) {
         *timeout = 0;
