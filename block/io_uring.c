@@ -256,6 +256,7 @@ static bool luring_probe_into(LuringCaps *caps, Error **errp)
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         IORING_SETUP_SINGLE_ISSUER,
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         IORING_SETUP_R_DISABLED,
     };
     int fd = sys_io_uring_setup(1, &p);
@@ -882,8 +883,7 @@ static void luring_reap(LuringEngine *e)
     struct io_uring_cqe *cqe;
 
     e->reaping++;
-    if (e->defer_taskrun || (e->taskrun_flag &&
-        (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN))) {
+    if (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
         /* Deferred/cooperative task work posts CQEs only when we enter. */
         io_uring_get_events(&e->ring);
     }
@@ -922,8 +922,7 @@ static bool luring_poll_cb(EventNotifier *n)
     LuringEngine *e = container_of(n, LuringEngine, notifier);
 
     return io_uring_cq_ready(&e->ring) ||
-           ((e->defer_taskrun || e->taskrun_flag) &&
-            (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN));
+           (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN));
 }
 
 static void luring_poll_ready(EventNotifier *n)
@@ -1299,22 +1298,35 @@ fail:
 
 /* ---- Create / destroy ------------------------------------------------------------ */
 
-/* Setup flags chosen by default; see docs/devel/io_uring.md for measurements. */
+/*
+ * Task-run mode (docs/devel/io_uring.md has the measurements):
+ *   defer (default): SINGLE_ISSUER|DEFER_TASKRUN. The kernel signals our
+ *     eventfd as soon as completion work is queued, without interrupting
+ *     the thread; luring_reap() then runs that work with one io_uring_enter
+ *     (GETEVENTS), seen through IORING_SQ_TASKRUN. Every submit must come
+ *     from the creating thread, which raw-aio.h already demands (create and
+ *     submit run in ctx's thread). Measured best at depth 1, equal at 16.
+ *   plain: completions run as task work that interrupts our sleep in
+ *     ppoll/epoll_wait (a spurious EINTR wakeup per completion), then post
+ *     the CQE and signal the eventfd.
+ *   coop: COOP_TASKRUN does not wake a task sleeping outside io_uring_enter,
+ *     so with an eventfd-driven loop completions wait for an unrelated
+ *     wakeup: measured 2-4x slower at depth 1. Kept only for measurement.
+ * SQPOLL rings use plain: the SQ thread issues, and DEFER_TASKRUN is refused.
+ */
 static unsigned luring_wanted_flags(const RawAioConfig *cfg)
 {
     const char *mode = getenv("RINGBLK_IO_URING_TASKRUN");   /* tuning override */
     unsigned f = IORING_SETUP_SUBMIT_ALL;
 
-    if (cfg->sqpoll) {
-        return f;   /* task-run modes concern completions posted to our thread */
+    if (cfg->sqpoll || (mode && !strcmp(mode, "plain"))) {
+        return f;
     }
-    if (!mode || !strcmp(mode, "coop")) {
-        f |= IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
-    } else if (!strcmp(mode, "defer")) {
-        f |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-             IORING_SETUP_TASKRUN_FLAG;
+    if (mode && !strcmp(mode, "coop")) {
+        return f | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
     }
-    return f;
+    return f | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+           IORING_SETUP_TASKRUN_FLAG;
 }
 
 static int luring_setup_ring(LuringEngine *e, const RawAioConfig *cfg,
@@ -1332,8 +1344,11 @@ static int luring_setup_ring(LuringEngine *e, const RawAioConfig *cfg,
         !(p.flags & (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_DEFER_TASKRUN))) {
         p.flags &= ~IORING_SETUP_TASKRUN_FLAG;
     }
-    if ((p.flags & IORING_SETUP_DEFER_TASKRUN) && !(p.flags & IORING_SETUP_SINGLE_ISSUER)) {
-        p.flags &= ~IORING_SETUP_DEFER_TASKRUN;
+    if ((p.flags & IORING_SETUP_DEFER_TASKRUN) &&
+        (p.flags & (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_TASKRUN_FLAG)) !=
+        (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_TASKRUN_FLAG)) {
+        /* We find deferred work through IORING_SQ_TASKRUN; without it, plain. */
+        p.flags &= ~(IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SINGLE_ISSUER);
     }
     if (cfg->iopoll) {
         p.flags |= IORING_SETUP_IOPOLL;
@@ -1648,6 +1663,7 @@ void luring_get_info(RawAioEngine *base, LuringInfo *info)
 
     info->sq_entries = e->sq_entries;
     info->setup_flags = e->setup_flags;
+    info->defer_taskrun = e->defer_taskrun;
     info->sqpoll = e->setup_flags & IORING_SETUP_SQPOLL;
     info->shared_sq_thread = e->setup_flags & IORING_SETUP_ATTACH_WQ;
     info->fixed_buffers = e->pool != NULL;

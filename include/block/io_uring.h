@@ -46,6 +46,7 @@ void luring_get_stats(RawAioEngine *e, LuringStats *st);
 typedef struct LuringInfo {
     unsigned sq_entries;
     unsigned setup_flags;    /* IORING_SETUP_* the ring was created with */
+    bool defer_taskrun;      /* SINGLE_ISSUER|DEFER_TASKRUN (the default where supported) */
     bool sqpoll;
     bool shared_sq_thread;   /* attached to another instance's SQ thread */
     bool fixed_buffers;

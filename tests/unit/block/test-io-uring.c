@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -872,6 +873,42 @@ static void test_destroy_inflight(void)
     close(fd);
 }
 
+/* ---- Task-run modes ------------------------------------------------------------------ */
+
+/* The default is DEFER_TASKRUN; these run a test again with plain task work. */
+static void run_plain(gconstpointer data)
+{
+    void (*fn)(void) = (void (*)(void))data;
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    LuringInfo info;
+
+    g_setenv("RINGBLK_IO_URING_TASKRUN", "plain", TRUE);
+    e = create_engine(&cfg);
+    luring_get_info(e, &info);
+    g_assert_false(info.defer_taskrun);
+    ops->destroy(e);
+    fn();
+    g_unsetenv("RINGBLK_IO_URING_TASKRUN");
+}
+
+static void test_default_defer(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e = create_engine(&cfg);
+    LuringInfo info;
+    struct utsname u;
+    unsigned maj = 0, min = 0;
+
+    luring_get_info(e, &info);
+    g_assert_cmpint(uname(&u), ==, 0);
+    sscanf(u.release, "%u.%u", &maj, &min);
+    if (maj > 6 || (maj == 6 && min >= 1)) {
+        g_assert_true(info.defer_taskrun);
+    }
+    ops->destroy(e);
+}
+
 /* ---- Availability ------------------------------------------------------------------- */
 
 static void disable_env_child(void)
@@ -981,6 +1018,15 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/iopoll-refused", test_iopoll_refused);
     g_test_add_func("/io_uring/restrict", test_restrict);
     g_test_add_func("/io_uring/destroy-inflight", test_destroy_inflight);
+    g_test_add_func("/io_uring/taskrun/default-defer", test_default_defer);
+    g_test_add_data_func("/io_uring/taskrun/plain/rw", test_read_write, run_plain);
+    g_test_add_data_func("/io_uring/taskrun/plain/short-read", test_short_read, run_plain);
+    g_test_add_data_func("/io_uring/taskrun/plain/overflow", test_overflow, run_plain);
+    g_test_add_data_func("/io_uring/taskrun/plain/callback-resubmit", test_callback_resubmit,
+                         run_plain);
+    g_test_add_data_func("/io_uring/taskrun/plain/fua", test_fua, run_plain);
+    g_test_add_data_func("/io_uring/taskrun/plain/destroy-inflight", test_destroy_inflight,
+                         run_plain);
     ret = g_test_run();
     rmdir(scratch_dir);
     g_free(scratch_dir);
