@@ -582,17 +582,16 @@ bool aio_poll(AioContext *ctx, bool blocking)
 {
     AioHandlerReadyList ready = TAILQ_HEAD_INITIALIZER(ready);
     bool progress = false;
+    int64_t start = -1;     /* when this call began to be willing to wait */
 
     aio_fdmon_maybe_switch(ctx);
     ctx->walking_handlers++;
 
     for (;;) {
         int64_t timeout = blocking ? aio_compute_timeout(ctx) : 0;
-        int64_t start = 0;
-        bool may_block = timeout != 0;
         bool woke;
 
-        if (may_block && ctx->poll_max_ns) {
+        if (timeout != 0 && ctx->poll_max_ns && start < 0) {
             start = aio_clock_get_ns(AIO_CLOCK_MONOTONIC);
         }
         if (!aio_try_poll_mode(ctx, &ready, &timeout)) {
@@ -614,10 +613,6 @@ bool aio_poll(AioContext *ctx, bool blocking)
             ctx->fdmon_ops->wait(ctx, &ready, 0);
         }
 
-        if (may_block && ctx->poll_max_ns) {
-            aio_poll_adjust_window(ctx, aio_clock_get_ns(AIO_CLOCK_MONOTONIC) - start);
-        }
-
         /* Accept the notification before running BHs, which may schedule more. */
         woke = __atomic_load_n(&ctx->notified, __ATOMIC_RELAXED) &&
                __atomic_exchange_n(&ctx->notified, false, __ATOMIC_ACQUIRE);
@@ -633,6 +628,11 @@ bool aio_poll(AioContext *ctx, bool blocking)
             break;
         }
         /* Woken early (a timer not quite due, a handler gone): wait again. */
+    }
+
+    /* The window adapts to how long this whole call waited. */
+    if (start >= 0 && ctx->poll_max_ns) {
+        aio_poll_adjust_window(ctx, aio_clock_get_ns(AIO_CLOCK_MONOTONIC) - start);
     }
 
     if (--ctx->walking_handlers == 0) {
