@@ -865,7 +865,9 @@ static void test_poll_busy(const void *data)
     while (!t.fired) {
         aio_poll(ctx, true);
     }
-    g_assert_cmpint(b.ends, ==, 1);
+    /* Polling mode ended (a loaded machine may have polled more than once). */
+    g_assert_cmpint(b.ends, >=, 1);
+    g_assert_cmpint(b.ends, ==, b.begins);
     g_assert_cmpint(aio_context_poll_ns(ctx), ==, 0);
 
     /* Work that shows up as an fd event goes through io_read. */
