@@ -877,6 +877,35 @@ static void luring_handle_cqe(LuringEngine *e, uint64_t ud, int res)
     }
 }
 
+/*
+ * Runs deferred/cooperative task work, which posts CQEs only when we enter.
+ *
+ * With DEFER_TASKRUN the kernel signals the eventfd twice per batch: when
+ * completion work is queued (the wakeup we want) and again when our own
+ * io_uring_enter posts the CQEs (a useless second wakeup: one more
+ * ppoll + read per batch, measured). So the eventfd is disabled while we
+ * enter. Work queued meanwhile is not signalled but sets IORING_SQ_TASKRUN;
+ * after re-enabling, a full barrier and a look at the flag close the race
+ * (kernel: set flag, then check the eventfd-disabled bit; us: clear the
+ * bit, then check the flag). The kernel side orders those with a locked
+ * RMW on x86 only, so elsewhere we keep the double signal.
+ */
+static void luring_run_task_work(LuringEngine *e)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    if (e->defer_taskrun && e->reaping == 1) {
+        do {
+            io_uring_cq_eventfd_toggle(&e->ring, false);
+            io_uring_get_events(&e->ring);
+            io_uring_cq_eventfd_toggle(&e->ring, true);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        } while (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN);
+        return;
+    }
+#endif
+    io_uring_get_events(&e->ring);
+}
+
 /* Reaps every CQE, running callbacks; then refills from the FIFO and submits once. */
 static void luring_reap(LuringEngine *e)
 {
@@ -884,8 +913,7 @@ static void luring_reap(LuringEngine *e)
 
     e->reaping++;
     if (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
-        /* Deferred/cooperative task work posts CQEs only when we enter. */
-        io_uring_get_events(&e->ring);
+        luring_run_task_work(e);
     }
     while (io_uring_peek_cqe(&e->ring, &cqe) == 0) {
         uint64_t ud = cqe->user_data;
