@@ -68,88 +68,129 @@ bool img_check_aio_mode(const char *mode)
     return true;
 }
 
-/* Copies the members of keyval text `opts` into obj (string leaves, nested objects merged). */
-static bool merge_keyval(JsonObject *obj, const char *opts, Error **errp)
+/* Appends ",key=value" to out, doubling commas as keyval escaping requires. */
+static void append_kv(GString *out, const char *key, const char *value)
 {
-    JsonObject *kv = keyval_parse(opts, NULL, errp);
-    if (!kv) {
-        return false;
+    g_string_append_printf(out, ",%s=", key);
+    for (const char *p = value; *p; p++) {
+        if (*p == ',') {
+            g_string_append_c(out, ',');
+        }
+        g_string_append_c(out, *p);
     }
-    GList *names = json_object_get_members(kv);
-    for (GList *l = names; l; l = l->next) {
-        json_object_set_member(obj, l->data, json_object_dup_member(kv, l->data));
-    }
-    g_list_free(names);
-    json_object_unref(kv);
-    return true;
 }
 
+/* Appends the leaves of a keyval tree as ",prefix.dotted.key=value". */
+static void append_tree(GString *out, const char *prefix, JsonObject *obj)
+{
+    GList *names = json_object_get_members(obj);
+    for (GList *l = names; l; l = l->next) {
+        JsonNode *n = json_object_get_member(obj, l->data);
+        char *key = prefix ? g_strdup_printf("%s.%s", prefix, (const char *)l->data)
+                           : g_strdup(l->data);
+        if (JSON_NODE_HOLDS_OBJECT(n)) {
+            append_tree(out, key, json_node_get_object(n));
+        } else if (JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING) {
+            append_kv(out, key, json_node_get_string(n));
+        }
+        g_free(key);
+    }
+    g_list_free(names);
+}
+
+/*
+ * Builds keyval text and opens it with bdrv_open_string(), so that the
+ * block layer sees exactly the options the user gave (it tells explicit
+ * options from schema defaults: io_uring-only keys are refused with other
+ * engines only when given).
+ *
+ * Without --image-opts the image is a raw node over a file node (or
+ * host_device), with -t mapped as QEMU maps cache modes: none = direct;
+ * writethrough = writeback off; directsync = both; unsafe = no-flush.
+ * The raw node passes read-only and cache.* on to its file child.
+ */
 BlockDriverState *img_open(const char *filename, const ImgOpenOpts *o, Error **errp)
 {
     Error *err = NULL;
-    JsonObject *tree = NULL;
     BlockDriverState *bs = NULL;
+    GString *text = g_string_new(NULL);
+    const char *engine_prefix = "file";
 
     if (o->image_opts) {
-        bool from_keyval;
-        tree = qapi_parse_options(filename, NULL, &from_keyval, &err);
-        if (!tree) {
+        bool is_json = filename[0] == '{' || g_str_has_prefix(filename, "json:");
+        if (is_json) {
+            if (o->engine_opts || o->read_only || o->force_share) {
+                /* JSON is taken as it is: its author sets every option. */
+                if (o->engine_opts) {
+                    error_setg(&err, "--engine-opts needs --image-opts in key=value form");
+                    goto out;
+                }
+            }
+            g_string_assign(text, filename);
+            goto open;
+        }
+        JsonObject *given = keyval_parse(filename, NULL, &err);
+        if (!given) {
             goto out;
         }
-        if (o->engine_opts) {
-            /* Engine options belong to the protocol node: "file" when it is an object. */
-            JsonObject *target = tree;
-            JsonNode *child = json_object_get_member(tree, "file");
-            if (child && JSON_NODE_HOLDS_OBJECT(child)) {
-                target = json_node_get_object(child);
+        /* Engine options go to the protocol node: "file" unless that is the top node. */
+        if (json_object_has_member(given, "driver") &&
+            JSON_NODE_HOLDS_VALUE(json_object_get_member(given, "driver"))) {
+            const char *drv = json_object_get_string_member(given, "driver");
+            if (drv && (!strcmp(drv, "file") || !strcmp(drv, "host_device"))) {
+                engine_prefix = NULL;
             }
-            if (!merge_keyval(target, o->engine_opts, &err)) {
-                goto out;
-            }
-            /* Strings from keyval convert, typed JSON values pass. */
-            from_keyval = true;
         }
-        if (o->read_only) {
-            json_object_set_boolean_member(tree, "read-only", true);
-        }
-        if (o->force_share) {
-            json_object_set_boolean_member(tree, "force-share", true);
-        }
-        if (!qapi_check("BlockdevOptions", tree, from_keyval, &err)) {
-            goto out;
+        bool has_ro = json_object_has_member(given, "read-only");
+        json_object_unref(given);
+        g_string_assign(text, filename);
+        if (o->read_only && !has_ro) {
+            g_string_append(text, ",read-only=on");
         }
     } else {
-        JsonObject *drive = json_object_new();
-        json_object_set_string_member(drive, "file", filename);
-        json_object_set_string_member(drive, "format", o->fmt ? o->fmt : "raw");
-        if (o->cache) {
-            json_object_set_string_member(drive, "cache", o->cache);
-        }
+        struct stat st;
+        bool blk = stat(filename, &st) == 0 && S_ISBLK(st.st_mode);
+        g_string_append_printf(text, "driver=%s", o->fmt ? o->fmt : "raw");
+        append_kv(text, "file.driver", blk ? "host_device" : "file");
+        append_kv(text, "file.filename", filename);
         if (o->aio) {
-            json_object_set_string_member(drive, "aio", o->aio);
+            append_kv(text, "file.aio", o->aio);
+        }
+        const char *cache = o->cache ? o->cache : "writeback";
+        if (!strcmp(cache, "none") || !strcmp(cache, "directsync")) {
+            g_string_append(text, ",cache.direct=on");
+        }
+        if (!strcmp(cache, "writethrough") || !strcmp(cache, "directsync")) {
+            g_string_append(text, ",cache.writeback=off");
+        }
+        if (!strcmp(cache, "unsafe")) {
+            g_string_append(text, ",cache.no-flush=on");
         }
         if (o->read_only) {
-            json_object_set_string_member(drive, "read-only", "on");
-        }
-        if (o->force_share) {
-            json_object_set_string_member(drive, "force-share", "on");
-        }
-        if (o->engine_opts && !merge_keyval(drive, o->engine_opts, &err)) {
-            json_object_unref(drive);
-            goto out;
-        }
-        tree = qapi_drive_to_blockdev(drive, &err);
-        json_object_unref(drive);
-        if (!tree) {
-            goto out;
+            g_string_append(text, ",read-only=on");
         }
     }
-    bs = bdrv_open(tree, &err);
+    if (o->force_share) {
+        g_string_append(text, ",force-share=on");
+        if (engine_prefix) {
+            g_string_append(text, ",file.force-share=on");
+        }
+    }
+    if (o->engine_opts) {
+        JsonObject *eo = keyval_parse(o->engine_opts, NULL, &err);
+        if (!eo) {
+            error_prepend(&err, "--engine-opts: ");
+            goto out;
+        }
+        append_tree(text, engine_prefix, eo);
+        json_object_unref(eo);
+    }
+
+open:
+    bs = bdrv_open_string(text->str, &err);
 
 out:
-    if (tree) {
-        json_object_unref(tree);
-    }
+    g_string_free(text, TRUE);
     if (err) {
         error_setg(errp, "Could not open '%s': %s", filename, error_get_pretty(err));
         error_free(err);
@@ -376,12 +417,6 @@ static int img_create(int argc, char **argv)
         default: error_report("invalid option -- '%c'", optopt); img_print_help_hint(); return 1;
         }
     }
-    if (optind >= argc) {
-        error_report("Expecting image file name");
-        img_print_help_hint();
-        return 1;
-    }
-    filename = argv[optind++];
     if (!check_format(fmt)) {
         return 1;
     }
@@ -391,6 +426,12 @@ static int img_create(int argc, char **argv)
                "  size=<size>            - Virtual disk size\n");
         return 0;
     }
+    if (optind >= argc) {
+        error_report("Expecting image file name");
+        img_print_help_hint();
+        return 1;
+    }
+    filename = argv[optind++];
     if (options) {
         Error *err = NULL;
         JsonObject *kv = keyval_parse(options, NULL, &err);
@@ -1020,9 +1061,6 @@ static int img_compare(int argc, char **argv)
             ret = 1;
             goto out;
         }
-        if (!quiet) {
-            printf("Warning: Image size mismatch!\n");
-        }
     }
     buf1 = bdrv_blockalign(bs1, COMPARE_CHUNK);
     buf2 = bdrv_blockalign(bs2, COMPARE_CHUNK);
@@ -1079,6 +1117,10 @@ static int img_compare(int argc, char **argv)
     }
     /* The longer image must read as zeroes beyond the shorter one's end. */
     if (mismatch < 0 && len1 != len2) {
+        /* As qemu-img: the warning only when the common part matched. */
+        if (!quiet) {
+            printf("Warning: Image size mismatch!\n");
+        }
         BlockDriverState *longer = len1 > len2 ? bs1 : bs2;
         mismatch = check_zero_tail(longer, len1 > len2 ? n1 : n2, common, total, buf1,
                                    &prog, total, &done);
