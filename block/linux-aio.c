@@ -11,7 +11,9 @@
  * the batch; unplugged, the batch goes out at once, plugged it goes out in
  * one io_submit at the last unplug. With no free slot (or when earlier
  * requests are still waiting) requests join the overflow FIFO and take slots
- * as completions free them, in order. io_submit returning -EAGAIN leaves the
+ * as completions free them, in order; what completions let in is submitted
+ * at once, plugged or not, and a request finding every slot in the batch
+ * sends the batch even while plugged, since nothing else could free one. io_submit returning -EAGAIN leaves the
  * batch in place until the next completion (or a bottom half when nothing is
  * in flight).
  *
@@ -19,9 +21,12 @@
  * registered with the AioContext. Completions are reaped from the AIO ring
  * in user memory: the kernel maps it at the address io_setup returned and
  * documents userland as a writer of `head`. That makes the poll function a
- * pair of loads and lets the eventfd handler reap without io_getevents;
- * io_getevents with a zero timeout would cost a syscall per poll, which is
- * what busy polling exists to avoid. If the ring does not look like the
+ * pair of loads and lets the eventfd handler reap without io_getevents.
+ * (libaio's io_getevents with a zero timeout peeks at the same ring when it
+ * is empty, so an empty poll is cheap either way, but it reaps non-empty
+ * rings with a syscall: measured on Linux 6.18 with one 4 KiB buffered read
+ * per io_submit, submit + reap took 1.5-2.1 us with io_getevents and
+ * 1.1-1.2 us reading the ring.) If the ring does not look like the
  * format we know (magic, incompat features) we fall back to io_getevents.
  * Events are popped one at a time, head stored before the callback runs, so
  * a callback that polls the loop (nested aio_poll) sees a consistent ring.
@@ -250,8 +255,13 @@ static void overflow_push(LinuxAioEngine *s, RawAioReq *req)
     s->overflow_tail = req;
 }
 
-/* Moves waiting requests into free slots (or the pool), in order, and submits unless plugged. */
-static void laio_refill(LinuxAioEngine *s)
+/*
+ * Moves waiting requests into free slots (or the pool), in order, and
+ * submits unless plugged. From the completion path (`force`) it submits even
+ * while plugged: those requests were submitted long ago, the plug only
+ * delays the caller's current burst.
+ */
+static void laio_refill(LinuxAioEngine *s, bool force)
 {
     while (s->overflow_head) {
         RawAioReq *req = s->overflow_head;
@@ -270,7 +280,7 @@ static void laio_refill(LinuxAioEngine *s)
             laio_start(s, req);
         }
     }
-    if (!s->plugged) {
+    if (force || !s->plugged) {
         laio_flush_batch(s);
     }
 }
@@ -409,7 +419,7 @@ static void laio_process_completions(LinuxAioEngine *s)
             }
         }
     }
-    laio_refill(s);
+    laio_refill(s, true);
 }
 
 static LinuxAioEngine *notifier_to_engine(EventNotifier *n)
@@ -454,7 +464,7 @@ static void laio_retry_bh(void *opaque)
         }
         laio_finish(s, req, (int)(int64_t)req->engine_u64[0]);
     }
-    laio_refill(s);
+    laio_refill(s, true);
 }
 
 /* ---- ops --------------------------------------------------------------------------- */
@@ -521,7 +531,7 @@ static void laio_destroy(RawAioEngine *e)
 
     /* Whatever is batched or waiting goes out; every callback runs before we go. */
     s->plugged = 0;
-    laio_refill(s);
+    laio_refill(s, true);
     while (s->in_flight) {
         aio_poll(e->ctx, true);
     }
@@ -568,6 +578,13 @@ static int laio_submit(RawAioEngine *e, RawAioReq *req)
     }
     if (G_UNLIKELY(!s->free_slots)) {
         overflow_push(s, req);
+        /*
+         * A request that finds the batch holding every slot sends it even
+         * while plugged: only completions free slots.
+         */
+        if (s->batch_len) {
+            laio_flush_batch(s);
+        }
         return 0;
     }
     laio_start(s, req);
@@ -588,7 +605,7 @@ static void laio_unplug(RawAioEngine *e)
 
     g_assert(s->plugged > 0);
     if (--s->plugged == 0) {
-        laio_refill(s);
+        laio_refill(s, true);
     }
 }
 
