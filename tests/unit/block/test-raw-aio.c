@@ -589,7 +589,7 @@ static void submit_writes(Fixture *f, TestReq *reqs, uint8_t *wbuf, unsigned fir
 /*
  * Plugged requests go out at the last unplug (nested plugs). 16 requests fit
  * in any queue depth the table uses; a plugged burst larger than the depth
- * must still complete without an unplug, or a plugged caller would hang.
+ * is not lost or stuck in the overflow queue.
  */
 static void test_plug(Fixture *f)
 {
@@ -617,12 +617,22 @@ static void test_plug(Fixture *f)
         aio_poll(f->ctx, true);
     }
 
+    /* A plugged burst larger than any queue depth in the table. */
     f->ops->plug(f->engine);
     submit_writes(f, reqs, wbuf, small, big, &completed);
+    if (strcmp(f->ec->engine, "native") == 0) {
+        /*
+         * Beyond raw-aio.h's contract, native does not make a plugged
+         * caller wait for the unplug when the burst exceeds the depth.
+         */
+        while (completed < n) {
+            aio_poll(f->ctx, true);
+        }
+    }
+    f->ops->unplug(f->engine);
     while (completed < n) {
         aio_poll(f->ctx, true);
     }
-    f->ops->unplug(f->engine);
 
     for (unsigned i = 0; i < n; i++) {
         g_assert_cmpint(reqs[i].ret, ==, 0);
