@@ -70,6 +70,7 @@ struct AioHandler {
 
     LIST_ENTRY(AioHandler) node;        /* ctx->handlers, or a free-later list */
     LIST_ENTRY(AioHandler) poll_node;   /* ctx->poll_handlers (has io_poll) */
+    LIST_ENTRY(AioHandler) ext_node;    /* ctx->external_handlers */
     TAILQ_ENTRY(AioHandler) ready_node; /* some aio_poll()'s ready list */
     AioHandlerReadyList *ready_list;    /* which one, NULL if none */
 };
@@ -180,7 +181,7 @@ struct AioContext {
     LIST_HEAD(, AioHandler) deleted_handlers;  /* freed when walking_handlers is 0 */
     unsigned walking_handlers;                 /* aio_poll() nesting depth */
     unsigned n_fds;                            /* handlers registered with the backend */
-    unsigned n_external;                       /* external handlers (any state) */
+    LIST_HEAD(, AioHandler) external_handlers; /* is_external, not deleted */
     unsigned poll_disable_cnt;                 /* handlers with io_read but no io_poll */
     int external_disable_cnt;
 
@@ -203,6 +204,7 @@ struct AioContext {
     struct {
         int epfd;
         bool no_pwait2;       /* epoll_pwait2 returned ENOSYS: round to ms */
+        bool broken;          /* an fd could not be added (e.g. a regular file) */
         struct epoll_event *events;   /* FDMON_EPOLL_MAX_EVENTS */
     } fdmon_epoll;
 

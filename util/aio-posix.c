@@ -124,7 +124,7 @@ static void aio_node_remove(AioContext *ctx, AioHandler *node)
         ctx->poll_disable_cnt--;
     }
     if (node->is_external) {
-        ctx->n_external--;
+        LIST_REMOVE(node, ext_node);
     }
     node->deleted = true;
     aio_node_sync_events(ctx, node);
@@ -164,7 +164,7 @@ static void aio_set_fd_handler_common(AioContext *ctx, int fd, bool is_external,
             ctx->poll_disable_cnt--;
         }
         if (node->is_external) {
-            ctx->n_external--;
+            LIST_REMOVE(node, ext_node);
         }
     }
     had_poll = node->io_poll != NULL;
@@ -187,7 +187,7 @@ static void aio_set_fd_handler_common(AioContext *ctx, int fd, bool is_external,
         ctx->poll_disable_cnt++;
     }
     if (is_external) {
-        ctx->n_external++;
+        LIST_INSERT_HEAD(&ctx->external_handlers, node, ext_node);
     }
     *nodep = node;
     /* The caller syncs with the backend once the node is complete. */
@@ -283,13 +283,8 @@ static void aio_external_sync(AioContext *ctx)
 {
     AioHandler *node;
 
-    if (!ctx->n_external) {
-        return;
-    }
-    LIST_FOREACH(node, &ctx->handlers, node) {
-        if (node->is_external) {
-            aio_node_sync_events(ctx, node);
-        }
+    LIST_FOREACH(node, &ctx->external_handlers, ext_node) {
+        aio_node_sync_events(ctx, node);
     }
 }
 
@@ -405,6 +400,13 @@ static void aio_fdmon_maybe_switch(AioContext *ctx)
 {
     Error *local_err = NULL;
 
+    if (ctx->fdmon_ops == &fdmon_epoll_ops && ctx->fdmon_epoll.broken &&
+        ctx->fdmon_type != AIO_FDMON_EPOLL) {
+        /* epoll refused an fd that poll can watch: stay with poll from now on. */
+        aio_fdmon_switch(ctx, &fdmon_poll_ops, &error_abort);
+        ctx->fdmon_switch_failed = true;
+        return;
+    }
     if (ctx->fdmon_type != AIO_FDMON_POLL || ctx->fdmon_switch_failed ||
         ctx->fdmon_pinned) {
         return;

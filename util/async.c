@@ -330,6 +330,7 @@ AioContext *aio_context_new(Error **errp)
     ctx->handler_by_fd = g_hash_table_new(NULL, NULL);
     LIST_INIT(&ctx->handlers);
     LIST_INIT(&ctx->poll_handlers);
+    LIST_INIT(&ctx->external_handlers);
     LIST_INIT(&ctx->deleted_handlers);
     ctx->fdmon_ops = &fdmon_poll_ops;
     ctx->fdmon_type = AIO_FDMON_POLL;

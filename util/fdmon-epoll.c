@@ -26,6 +26,7 @@ static bool fdmon_epoll_init(AioContext *ctx, Error **errp)
         return false;
     }
     ctx->fdmon_epoll.epfd = fd;
+    ctx->fdmon_epoll.broken = false;
     if (!ctx->fdmon_epoll.events) {
         ctx->fdmon_epoll.events = g_new(struct epoll_event, FDMON_EPOLL_MAX_EVENTS);
     }
@@ -54,11 +55,19 @@ static void fdmon_epoll_update(AioContext *ctx, AioHandler *node, int old_events
     if (epoll_ctl(ctx->fdmon_epoll.epfd, op, node->fd, &ev) < 0) {
         /*
          * DEL of an fd the caller already closed (EBADF/ENOENT) is harmless:
-         * closing removed it. Anything else means the fd is not monitored.
+         * closing removed it. Otherwise the fd is not monitored: typically
+         * EPERM for a regular file, which poll() accepts. A context that
+         * only switched to epoll automatically goes back to poll for good
+         * at the start of the next aio_poll(); an explicit epoll says so.
          */
-        if (op != EPOLL_CTL_DEL) {
+        if (op == EPOLL_CTL_DEL) {
+            return;
+        }
+        if (ctx->fdmon_type == AIO_FDMON_EPOLL) {
             warn_report("epoll fd monitor: cannot watch fd %d: %s", node->fd,
                         g_strerror(errno));
+        } else {
+            ctx->fdmon_epoll.broken = true;
         }
     }
 }

@@ -692,6 +692,45 @@ static void test_fdmon_switch(void)
     aio_context_unref(ctx);
 }
 
+
+/* A regular file cannot be added to epoll: an automatic switch falls back to poll. */
+static void test_fdmon_epoll_regular_file(void)
+{
+    AioContext *ctx = aio_context_new(&error_abort);
+    enum { N = 80 };
+    FdData d[N];
+    PipeData p = { 0 };
+    char path[] = "/tmp/ringblk-test-aio-XXXXXX";
+    int file_fd = mkstemp(path);
+
+    g_assert_cmpint(file_fd, >=, 0);
+    unlink(path);
+    for (int i = 0; i < N; i++) {
+        fd_data_init(&d[i], ctx);
+        aio_set_fd_handler(ctx, d[i].e.fd, false, fd_read_cb, NULL, NULL, NULL, &d[i]);
+    }
+    aio_poll(ctx, false);
+    g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "epoll");
+
+    /* A regular file is always writable for poll(2). */
+    aio_set_fd_handler(ctx, file_fd, false, NULL, pipe_write_cb, NULL, NULL, &p);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "poll");
+    g_assert_cmpint(p.writes, ==, 1);
+    aio_set_fd_handler(ctx, file_fd, false, NULL, NULL, NULL, NULL, NULL);
+    close(file_fd);
+
+    event_notifier_set(&d[7].e);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(d[7].reads, ==, 1);
+    g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "poll");
+    for (int i = 0; i < N; i++) {
+        aio_set_fd_handler(ctx, d[i].e.fd, false, NULL, NULL, NULL, NULL, NULL);
+        event_notifier_cleanup(&d[i].e);
+    }
+    aio_context_unref(ctx);
+}
+
 /* Explicit epoll never switches back. */
 static void test_fdmon_epoll_sticky(void)
 {
@@ -859,8 +898,8 @@ static void test_poll_busy(const void *data)
     g_assert_cmpint(b.reads, ==, 0);
     g_assert_cmpint(b.ends, ==, 0);          /* still in polling mode */
 
-    /* Nothing to find, a timer 30 ms away: polling ends, the wait outlasts max: shrink. */
-    aio_timer_mod_ns(&t.timer, aio_clock_get_ns(AIO_CLOCK_MONOTONIC) + 30000000);
+    /* Nothing to find, a timer 100 ms away: polling ends, the wait outlasts max: shrink. */
+    aio_timer_mod_ns(&t.timer, aio_clock_get_ns(AIO_CLOCK_MONOTONIC) + 100000000);
     t.fired = 0;
     while (!t.fired) {
         aio_poll(ctx, true);
@@ -1261,5 +1300,6 @@ int main(int argc, char **argv)
 #endif
     g_test_add_func("/aio/fdmon/switch-explicit", test_fdmon_explicit_switch);
     g_test_add_func("/aio/fdmon/epoll/sticky", test_fdmon_epoll_sticky);
+    g_test_add_func("/aio/fdmon/epoll/regular-file-falls-back", test_fdmon_epoll_regular_file);
     return g_test_run();
 }
