@@ -164,7 +164,12 @@ int main(int argc, char **argv)
         perror("limit: BLKGETSIZE64");
         return 1;
     }
-    uint64_t size = o.size ? o.size : S_ISBLK(st.st_mode) ? dev_size : (uint64_t)st.st_size;
+    uint64_t file_size = S_ISBLK(st.st_mode) ? dev_size : (uint64_t)st.st_size;
+    uint64_t size = o.size ? o.size : file_size;
+    if (size > file_size) {
+        fprintf(stderr, "limit: --size %" PRIu64 " is beyond the end of %s\n", size, o.path);
+        return 1;
+    }
     uint64_t nblocks = size / o.bs;
     if (nblocks == 0) {
         fprintf(stderr, "limit: %s is smaller than one block\n", o.path);
