@@ -264,6 +264,7 @@ static int raw_probe_nowait(BDRVRawState *s, int fd)
 
 /* ---- engine choice ------------------------------------------------------------------- */
 
+/* Options only io_uring uses (native also takes aio-queue-depth). */
 static const char *const uring_only_options[] = {
     "aio-queue-depth", "fixed-files", "fixed-buffers", "sqpoll", "sq-thread-idle",
     "sq-thread-cpu", "iopoll", "restrict",
@@ -308,7 +309,9 @@ static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *
 
     if (strcmp(s->aio_requested, "auto") && strcmp(s->aio_requested, "io_uring")) {
         for (size_t i = 0; i < G_N_ELEMENTS(uring_only_options); i++) {
-            if (given && bdrv_opt_has(given, uring_only_options[i])) {
+            bool native_depth = !strcmp(s->aio_requested, "native") &&
+                                !strcmp(uring_only_options[i], "aio-queue-depth");
+            if (given && bdrv_opt_has(given, uring_only_options[i]) && !native_depth) {
                 error_setg(errp, "Parameter '%s' requires aio=io_uring",
                            uring_only_options[i]);
                 return -EINVAL;

@@ -1,0 +1,551 @@
+/*
+ * The file and host_device drivers (block/file-posix.c): alignment, the
+ * non-blocking probe, engine choice and its option errors, truncate and
+ * create, block status, reopen and open errors. Data integrity under every
+ * engine is test-data-integrity.c's job.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <glib.h>
+#include <glib/gstdio.h>
+
+#include "block/block.h"
+#include "block/raw-aio.h"
+
+static char *scratch_dir;
+static char *tmpfs_dir;
+
+static char *make_file(const char *dir, const char *name, size_t size)
+{
+    char *path = g_build_filename(dir, name, NULL);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(ftruncate(fd, size), ==, 0);
+    close(fd);
+    return path;
+}
+
+static BlockDriverState *open_fmt(Error **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+static BlockDriverState *open_fmt(Error **errp, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *o = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    BlockDriverState *bs = bdrv_open_string(o, errp);
+    g_free(o);
+    return bs;
+}
+
+static bool engine_ok(const char *name)
+{
+    const RawAioOps *ops = raw_aio_ops_by_name(name);
+    return ops && ops->available(NULL);
+}
+
+static const char *info_string(JsonObject *o, const char *key)
+{
+    return o && json_object_has_member(o, key) ? json_object_get_string_member(o, key) : NULL;
+}
+
+/* ---- alignment ------------------------------------------------------------------------- */
+
+static void test_alignment_buffered(void)
+{
+    char *path = make_file(scratch_dir, "buffered.img", 65536);
+    Error *err = NULL;
+    BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s", path);
+    g_assert_no_error(err);
+    BlockNodeInfo info;
+    bdrv_query_node_info(bs, &info);
+    g_assert_cmpuint(info.request_alignment, ==, 1);
+    g_assert_cmpuint(info.memory_alignment, ==, 1);
+    g_assert_false(info.cache_direct);
+    g_assert_cmpstr(info_string(info.driver_specific, "alignment-source"), ==, "buffered");
+    bdrv_node_info_clear(&info);
+    bdrv_unref(bs);
+    g_unlink(path);
+    g_free(path);
+}
+
+static void test_alignment_direct(void)
+{
+    char *path = make_file(scratch_dir, "direct.img", 65536);
+    Error *err = NULL;
+    BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,cache.direct=on", path);
+    if (!bs) {
+        g_test_skip(error_get_pretty(err));
+        error_free(err);
+        g_unlink(path);
+        g_free(path);
+        return;
+    }
+    BlockNodeInfo info;
+    bdrv_query_node_info(bs, &info);
+    g_assert_true(info.cache_direct);
+
+    /* The kernel's own answer, asked independently. */
+    struct statx stx;
+    int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    g_assert_cmpint(fd, >=, 0);
+    if (statx(fd, "", AT_EMPTY_PATH, 0x2000 /* STATX_DIOALIGN */, &stx) == 0 &&
+        (stx.stx_mask & 0x2000) && stx.stx_dio_offset_align) {
+        g_assert_cmpuint(info.request_alignment, ==, stx.stx_dio_offset_align);
+        g_assert_cmpuint(info.memory_alignment, ==, MAX(stx.stx_dio_mem_align, 1));
+        g_assert_cmpstr(info_string(info.driver_specific, "alignment-source"), ==, "statx");
+    } else {
+        g_assert_cmpuint(info.request_alignment, >=, 512);
+    }
+    close(fd);
+    g_assert_cmpuint(bdrv_request_alignment(bs), ==, info.request_alignment);
+    g_assert_cmpuint(bdrv_min_mem_align(bs), ==, info.memory_alignment);
+
+    /* bdrv_blockalign honours the memory alignment */
+    void *b = bdrv_blockalign(bs, 4096);
+    g_assert_cmpuint((uintptr_t)b % info.memory_alignment, ==, 0);
+    bdrv_blockalign_free(bs, b, 4096);
+    bdrv_node_info_clear(&info);
+    bdrv_unref(bs);
+    g_unlink(path);
+    g_free(path);
+}
+
+/* ---- the non-blocking probe and aio=auto ------------------------------------------------- */
+
+static void test_nowait_probe(void)
+{
+    char *path = make_file(scratch_dir, "nowait.img", 65536);
+    Error *err = NULL;
+    BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s", path);
+    g_assert_no_error(err);
+    BlockNodeInfo info;
+    bdrv_query_node_info(bs, &info);
+    g_assert_cmpint(info.nowait, ==, 1);       /* ext4 takes RWF_NOWAIT */
+    bdrv_node_info_clear(&info);
+    bdrv_unref(bs);
+    g_unlink(path);
+    g_free(path);
+
+    if (!tmpfs_dir) {
+        return;
+    }
+    path = make_file(tmpfs_dir, "nowait.img", 65536);
+    bs = open_fmt(&err, "driver=file,filename=%s", path);
+    g_assert_no_error(err);
+    bdrv_query_node_info(bs, &info);
+    g_assert_cmpint(info.nowait, ==, 0);       /* tmpfs: EOPNOTSUPP */
+    bdrv_node_info_clear(&info);
+    bdrv_unref(bs);
+    g_unlink(path);
+    g_free(path);
+}
+
+static char *auto_engine(const char *dir, bool direct)
+{
+    char *path = make_file(dir, "auto.img", 65536);
+    Error *err = NULL;
+    BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,cache.direct=%s", path,
+                                    direct ? "on" : "off");
+    g_assert_no_error(err);
+    BlockNodeInfo info;
+    bdrv_query_node_info(bs, &info);
+    g_assert_cmpstr(info.aio_requested, ==, "auto");
+    char *engine = g_strdup(info.aio);
+    bdrv_node_info_clear(&info);
+    bdrv_unref(bs);
+    g_unlink(path);
+    g_free(path);
+    return engine;
+}
+
+static void test_aio_auto(void)
+{
+    bool uring = engine_ok("io_uring"), native = engine_ok("native");
+    char *e = auto_engine(scratch_dir, false);
+    g_assert_cmpstr(e, ==, uring ? "io_uring" : "threads");
+    g_free(e);
+    e = auto_engine(scratch_dir, true);
+    g_assert_cmpstr(e, ==, uring ? "io_uring" : native ? "native" : "threads");
+    g_free(e);
+    if (tmpfs_dir) {
+        /* no non-blocking I/O: never io_uring */
+        e = auto_engine(tmpfs_dir, false);
+        g_assert_cmpstr(e, ==, "threads");
+        g_free(e);
+    }
+}
+
+static void test_aio_explicit(void)
+{
+    static const char *const engines[] = { "threads", "native", "io_uring" };
+    char *path = make_file(scratch_dir, "explicit.img", 65536);
+    for (size_t i = 0; i < G_N_ELEMENTS(engines); i++) {
+        Error *err = NULL;
+        BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,aio=%s,cache.direct=on",
+                                        path, engines[i]);
+        if (!engine_ok(engines[i])) {
+            g_assert_null(bs);
+            g_assert_nonnull(err);
+            g_clear_error(&err);
+            continue;
+        }
+        g_assert_no_error(err);
+        BlockNodeInfo info;
+        bdrv_query_node_info(bs, &info);
+        g_assert_cmpstr(info.aio, ==, engines[i]);
+        g_assert_cmpstr(info.aio_requested, ==, engines[i]);
+        bdrv_node_info_clear(&info);
+        bdrv_unref(bs);
+    }
+    g_unlink(path);
+    g_free(path);
+}
+
+static void expect_open_error(const char *opts_fmt, const char *path, const char *msg)
+{
+    Error *err = NULL;
+    BlockDriverState *bs = open_fmt(&err, opts_fmt, path);
+    g_assert_null(bs);
+    g_assert_nonnull(err);
+    g_assert_cmpstr(error_get_pretty(err), ==, msg);
+    error_free(err);
+}
+
+static void test_aio_option_errors(void)
+{
+    char *path = make_file(scratch_dir, "opterr.img", 65536);
+    expect_open_error("driver=file,filename=%s,aio=threads,fixed-files=on", path,
+                      "Parameter 'fixed-files' requires aio=io_uring");
+    expect_open_error("driver=file,filename=%s,aio=threads,sqpoll=off", path,
+                      "Parameter 'sqpoll' requires aio=io_uring");
+    expect_open_error("driver=file,filename=%s,aio=threads,aio-queue-depth=8", path,
+                      "Parameter 'aio-queue-depth' requires aio=io_uring");
+    if (engine_ok("native")) {
+        expect_open_error("driver=file,filename=%s,aio=native,cache.direct=on,iopoll=on", path,
+                          "Parameter 'iopoll' requires aio=io_uring");
+        expect_open_error("driver=file,filename=%s,aio=native", path,
+                          "aio=native was specified, but it requires cache.direct=on, "
+                          "which was not specified.");
+        /* native takes a queue depth */
+        Error *err = NULL;
+        BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,aio=native,"
+                                        "cache.direct=on,aio-queue-depth=16", path);
+        g_assert_no_error(err);
+        bdrv_unref(bs);
+    }
+    /* with auto, io_uring options are fine whatever engine auto picks */
+    Error *err = NULL;
+    BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,sqpoll=off,restrict=auto",
+                                    path);
+    g_assert_no_error(err);
+    bdrv_unref(bs);
+    g_unlink(path);
+    g_free(path);
+}
+
+/* Explicit io_uring on a file without non-blocking I/O: one warning, at open. */
+static void test_uring_punt_warning(void)
+{
+    if (!engine_ok("io_uring") || !tmpfs_dir) {
+        g_test_skip("needs io_uring and /dev/shm");
+        return;
+    }
+    if (g_test_subprocess()) {
+        char *path = make_file(tmpfs_dir, "punt.img", 65536);
+        Error *err = NULL;
+        BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,aio=io_uring", path);
+        g_assert_no_error(err);
+        char buf[4096];
+        for (int i = 0; i < 10; i++) {
+            g_assert_cmpint(bdrv_pread(bs, 0, 4096, buf, 0), ==, 0);
+        }
+        BlockNodeInfo info;
+        bdrv_query_node_info(bs, &info);
+        g_assert_cmpstr(info.aio, ==, "io_uring");
+        g_assert_cmpint(info.nowait, ==, 0);
+        bdrv_node_info_clear(&info);
+        bdrv_unref(bs);
+        g_unlink(path);
+        g_free(path);
+        return;
+    }
+    g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_passed();
+    g_test_trap_assert_stderr("*warning: '*punt.img' cannot take non-blocking I/O: io_uring "
+                              "hands every request to a kernel worker thread*");
+}
+
+/* ---- open errors ---------------------------------------------------------------------------- */
+
+static void test_open_errors(void)
+{
+    char *path = make_file(scratch_dir, "regular.img", 4096);
+    char *msg = g_strdup_printf("'host_device' driver requires '%s' to be either "
+                                "a character or block device", path);
+    expect_open_error("driver=host_device,filename=%s", path, msg);
+    g_free(msg);
+    msg = g_strdup_printf("'%s' is a directory", scratch_dir);
+    expect_open_error("driver=file,filename=%s,read-only=on", scratch_dir, msg);
+    g_free(msg);
+    expect_open_error("driver=file,filename=%s,force-share=on", path,
+                      "force-share=on can only be used with read-only images");
+
+    /* a file we may not write: read-write fails, auto-read-only falls back */
+    if (geteuid() != 0) {
+        g_assert_cmpint(chmod(path, 0400), ==, 0);
+        Error *err = NULL;
+        BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s", path);
+        g_assert_null(bs);
+        g_clear_error(&err);
+        bs = open_fmt(&err, "driver=file,filename=%s,auto-read-only=on", path);
+        g_assert_no_error(err);
+        g_assert_true(bdrv_is_read_only(bs));
+        bdrv_unref(bs);
+    }
+    g_unlink(path);
+    g_free(path);
+}
+
+/* ---- truncate, create, block status ---------------------------------------------------------- */
+
+static void test_truncate(void)
+{
+    char *path = make_file(scratch_dir, "trunc.img", 65536);
+    Error *err = NULL;
+    BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s", path);
+    g_assert_no_error(err);
+    struct stat st;
+
+    g_assert_cmpint(bdrv_truncate(bs, 1 << 20, true, "off", &err), ==, 0);
+    g_assert_cmpint(bdrv_getlength(bs), ==, 1 << 20);
+    g_assert_cmpint(stat(path, &st), ==, 0);
+    g_assert_cmpint(st.st_size, ==, 1 << 20);
+    g_assert_cmpint(st.st_blocks, ==, 0);        /* sparse */
+
+    g_assert_cmpint(bdrv_truncate(bs, 2 << 20, true, "full", &err), ==, 0);
+    g_assert_cmpint(stat(path, &st), ==, 0);
+    g_assert_cmpint(st.st_size, ==, 2 << 20);
+    g_assert_cmpint(st.st_blocks * 512, >=, 1 << 20);
+
+    g_assert_cmpint(bdrv_truncate(bs, 3 << 20, true, "falloc", &err), ==, 0);
+    g_assert_cmpint(stat(path, &st), ==, 0);
+    g_assert_cmpint(st.st_blocks * 512, >=, 2 << 20);
+
+    g_assert_cmpint(bdrv_truncate(bs, 4096, true, "falloc", &err), ==, -ENOTSUP);
+    g_assert_cmpstr(error_get_pretty(err), ==, "Cannot use preallocation for shrinking files");
+    g_clear_error(&err);
+    g_assert_cmpint(bdrv_truncate(bs, 4096, true, "metadata", &err), ==, -ENOTSUP);
+    g_assert_cmpstr(error_get_pretty(err), ==, "Unsupported preallocation mode 'metadata'");
+    g_clear_error(&err);
+    g_assert_cmpint(bdrv_truncate(bs, -1, true, "off", &err), ==, -EINVAL);
+    g_clear_error(&err);
+
+    g_assert_cmpint(bdrv_truncate(bs, 4096, true, "off", &err), ==, 0);
+    g_assert_cmpint(bdrv_getlength(bs), ==, 4096);
+    char buf[8192];
+    g_assert_cmpint(bdrv_pread(bs, 0, 4096, buf, 0), ==, 0);
+    g_assert_cmpint(bdrv_pread(bs, 0, 4097, buf, 0), ==, -EIO);
+    bdrv_unref(bs);
+
+    bs = open_fmt(&err, "driver=file,filename=%s,read-only=on", path);
+    g_assert_cmpint(bdrv_truncate(bs, 8192, true, "off", &err), ==, -EACCES);
+    g_assert_cmpstr(error_get_pretty(err), ==, "Image is read-only");
+    g_clear_error(&err);
+    bdrv_unref(bs);
+    g_unlink(path);
+    g_free(path);
+}
+
+static void test_create(void)
+{
+    char *path = g_build_filename(scratch_dir, "created.img", NULL);
+    Error *err = NULL;
+    struct stat st;
+    g_assert_cmpint(bdrv_create_file(path, 1 << 20, "off", &err), ==, 0);
+    g_assert_no_error(err);
+    g_assert_cmpint(stat(path, &st), ==, 0);
+    g_assert_cmpint(st.st_size, ==, 1 << 20);
+    g_assert_cmpint(st.st_blocks, ==, 0);
+
+    /* create again truncates: old data is gone */
+    g_assert_true(g_file_set_contents(path, "hello", 5, NULL));
+    g_assert_cmpint(bdrv_create_file(path, 65536, "full", &err), ==, 0);
+    char *data;
+    gsize len;
+    g_assert_true(g_file_get_contents(path, &data, &len, NULL));
+    g_assert_cmpuint(len, ==, 65536);
+    for (gsize i = 0; i < len; i++) {
+        g_assert_cmpint(data[i], ==, 0);
+    }
+    g_free(data);
+    g_assert_cmpint(stat(path, &st), ==, 0);
+    g_assert_cmpint(st.st_blocks * 512, >=, 65536);
+
+    g_assert_cmpint(bdrv_create_file(path, -1, "off", &err), ==, -EINVAL);
+    g_assert_cmpstr(error_get_pretty(err), ==, "Image size cannot be negative");
+    g_clear_error(&err);
+
+    /* refused while another node writes the image */
+    BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s", path);
+    g_assert_no_error(err);
+    g_assert_cmpint(bdrv_create_file(path, 4096, "off", &err), ==, -EAGAIN);
+    g_assert_true(g_str_has_prefix(error_get_pretty(err), "Failed to get \"write\" lock"));
+    g_clear_error(&err);
+    bdrv_unref(bs);
+
+    char *bad = g_build_filename(scratch_dir, "no-such-dir", "x.img", NULL);
+    g_assert_cmpint(bdrv_create_file(bad, 4096, "off", &err), ==, -ENOENT);
+    g_clear_error(&err);
+    g_free(bad);
+    g_unlink(path);
+    g_free(path);
+}
+
+static void test_block_status(void)
+{
+    char *path = make_file(scratch_dir, "sparse.img", 1 << 20);
+    Error *err = NULL;
+    BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,discard=unmap", path);
+    g_assert_no_error(err);
+    char buf[65536];
+    memset(buf, 1, sizeof(buf));
+    g_assert_cmpint(bdrv_pwrite(bs, 262144, 65536, buf, 0), ==, 0);
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+
+    int64_t pnum;
+    int status;
+    g_assert_cmpint(bdrv_block_status(bs, 0, 1 << 20, &pnum, &status), ==, 0);
+    g_assert_cmpint(status, ==, BDRV_BLOCK_ZERO);
+    g_assert_cmpint(pnum, ==, 262144);
+    g_assert_cmpint(bdrv_block_status(bs, 262144, 1 << 20, &pnum, &status), ==, 0);
+    g_assert_cmpint(status, ==, BDRV_BLOCK_DATA);
+    g_assert_cmpint(pnum, ==, 65536);
+    g_assert_cmpint(bdrv_block_status(bs, 327680, 1 << 20, &pnum, &status), ==, 0);
+    g_assert_cmpint(status, ==, BDRV_BLOCK_ZERO);
+    g_assert_cmpint(pnum, ==, (1 << 20) - 327680);
+    /* bounded by the request */
+    g_assert_cmpint(bdrv_block_status(bs, 262144 + 4096, 8192, &pnum, &status), ==, 0);
+    g_assert_cmpint(pnum, ==, 8192);
+    g_assert_cmpint(bdrv_block_status(bs, 1 << 20, 4096, &pnum, &status), <, 0);
+
+    /* after a discard the range is a hole again */
+    g_assert_cmpint(bdrv_pdiscard(bs, 262144, 65536), ==, 0);
+    g_assert_cmpint(bdrv_block_status(bs, 0, 1 << 20, &pnum, &status), ==, 0);
+    g_assert_cmpint(status, ==, BDRV_BLOCK_ZERO);
+    g_assert_cmpint(pnum, ==, 1 << 20);
+    bdrv_unref(bs);
+
+    /* discard=ignore (the default) leaves the data */
+    bs = open_fmt(&err, "driver=file,filename=%s", path);
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 4096, buf, 0), ==, 0);
+    g_assert_cmpint(bdrv_pdiscard(bs, 0, 4096), ==, 0);
+    memset(buf, 0, 4096);
+    g_assert_cmpint(bdrv_pread(bs, 0, 4096, buf, 0), ==, 0);
+    g_assert_cmpint(buf[0], ==, 1);
+    bdrv_unref(bs);
+    g_unlink(path);
+    g_free(path);
+}
+
+/* ---- reopen ------------------------------------------------------------------------------------ */
+
+static void test_reopen(void)
+{
+    char *path = make_file(scratch_dir, "reopen.img", 65536);
+    Error *err = NULL;
+    BlockDriverState *bs = open_fmt(&err, "driver=raw,file.driver=file,file.filename=%s,"
+                                    "read-only=on", path);
+    g_assert_no_error(err);
+    char buf[4096];
+    memset(buf, 7, sizeof(buf));
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 4096, buf, 0), ==, -EPERM);
+
+    JsonObject *c = json_object_new();
+    json_object_set_boolean_member(c, "read-only", false);
+    JsonObject *cache = json_object_new();
+    json_object_set_boolean_member(cache, "direct", true);
+    json_object_set_object_member(c, "cache", cache);
+    g_assert_cmpint(bdrv_reopen(bs, c, &err), ==, 0);
+    g_assert_no_error(err);
+    g_assert_false(bdrv_is_read_only(bs));
+    BlockNodeInfo info;
+    bdrv_query_node_info(bs, &info);
+    g_assert_true(info.cache_direct);
+    g_assert_false(info.read_only);
+    g_assert_cmpuint(info.request_alignment, >=, 512);
+    bdrv_node_info_clear(&info);
+    g_assert_cmpint(bdrv_pwrite(bs, 100, 1000, buf, 0), ==, 0);
+
+    /* a failed reopen leaves everything as it was */
+    json_object_unref(c);
+    c = json_object_new();
+    json_object_set_string_member(c, "driver", "null-co");
+    g_assert_cmpint(bdrv_reopen(bs, c, &err), ==, -EINVAL);
+    g_assert_cmpstr(error_get_pretty(err), ==, "Cannot change the option 'driver'");
+    g_clear_error(&err);
+    json_object_unref(c);
+    c = json_object_new();
+    json_object_set_string_member(c, "filename", "/elsewhere");
+    g_assert_cmpint(bdrv_reopen(bs, c, &err), ==, -EINVAL);
+    g_assert_cmpstr(error_get_pretty(err), ==, "Cannot change the option 'filename'");
+    g_clear_error(&err);
+    g_assert_false(bdrv_is_read_only(bs));
+    g_assert_cmpint(bdrv_pwrite(bs, 2000, 1000, buf, 0), ==, 0);
+
+    json_object_unref(c);
+    c = json_object_new();
+    json_object_set_boolean_member(c, "read-only", true);
+    g_assert_cmpint(bdrv_reopen(bs, c, &err), ==, 0);
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 4096, buf, 0), ==, -EPERM);
+    memset(buf, 0, sizeof(buf));
+    g_assert_cmpint(bdrv_pread(bs, 0, 4096, buf, 0), ==, 0);
+    for (int i = 0; i < 4096; i++) {
+        g_assert_cmpint(buf[i], ==, (i >= 100 && i < 1100) || (i >= 2000 && i < 3000) ? 7 : 0);
+    }
+    json_object_unref(c);
+    bdrv_unref(bs);
+    g_unlink(path);
+    g_free(path);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    const char *base = g_getenv("RINGBLK_TEST_DIR");
+    scratch_dir = g_strdup_printf("%s/ringblk-file-posix-XXXXXX", base ? base : "/var/tmp");
+    if (!g_mkdtemp(scratch_dir)) {
+        g_printerr("cannot create a scratch directory\n");
+        return 1;
+    }
+    tmpfs_dir = g_strdup("/dev/shm/ringblk-file-posix-XXXXXX");
+    if (!g_mkdtemp(tmpfs_dir)) {
+        g_free(tmpfs_dir);
+        tmpfs_dir = NULL;
+    }
+    g_test_add_func("/file-posix/alignment/buffered", test_alignment_buffered);
+    g_test_add_func("/file-posix/alignment/direct", test_alignment_direct);
+    g_test_add_func("/file-posix/nowait-probe", test_nowait_probe);
+    g_test_add_func("/file-posix/aio/auto", test_aio_auto);
+    g_test_add_func("/file-posix/aio/explicit", test_aio_explicit);
+    g_test_add_func("/file-posix/aio/option-errors", test_aio_option_errors);
+    g_test_add_func("/file-posix/aio/io_uring-punt-warning", test_uring_punt_warning);
+    g_test_add_func("/file-posix/open-errors", test_open_errors);
+    g_test_add_func("/file-posix/truncate", test_truncate);
+    g_test_add_func("/file-posix/create", test_create);
+    g_test_add_func("/file-posix/block-status", test_block_status);
+    g_test_add_func("/file-posix/reopen", test_reopen);
+    int ret = g_test_run();
+    g_rmdir(scratch_dir);
+    if (tmpfs_dir) {
+        g_rmdir(tmpfs_dir);
+    }
+    g_free(scratch_dir);
+    g_free(tmpfs_dir);
+    return ret;
+}
