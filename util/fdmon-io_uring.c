@@ -23,7 +23,8 @@
  *
  * Timeouts: io_uring_submit_and_wait_timeout() passes a ns timespec (no
  * timeout SQE with IORING_FEAT_EXT_ARG, Linux 5.11; liburing falls back to
- * one otherwise).
+ * one otherwise). Built against a liburing without it, an IORING_OP_TIMEOUT
+ * SQE does the same job.
  *
  * Foreign SQEs: see aio.h. Their CQEs are copied to a small ring buffer in
  * the wait and handed to the registered handler in the dispatch phase,
@@ -229,6 +230,34 @@ static bool fdmon_uring_foreign_cqe(AioContext *ctx, struct io_uring_cqe *cqe)
     return true;
 }
 
+/* Submits and waits for one CQE or timeout_ns (> 0). */
+static int fdmon_uring_wait_timeout(AioContext *ctx, int64_t timeout_ns)
+{
+    struct io_uring *ring = &ctx->fdmon_uring.ring;
+#ifdef HAVE_IO_URING_SUBMIT_AND_WAIT_TIMEOUT
+    struct __kernel_timespec ts = {
+        .tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000,
+    };
+    struct io_uring_cqe *cqe;
+
+    return io_uring_submit_and_wait_timeout(ring, &cqe, 1, &ts, NULL);
+#else
+    /*
+     * Old liburing: an IORING_OP_TIMEOUT SQE. count=1 makes it complete as
+     * soon as any other CQE is posted, so it does not linger after an fd
+     * event; its own CQE is tagged internal and ignored. The kernel reads
+     * the timespec at submission, so one per context is enough.
+     */
+    struct io_uring_sqe *sqe = fdmon_uring_get_sqe(ctx);
+
+    ctx->fdmon_uring.ts.tv_sec = timeout_ns / 1000000000;
+    ctx->fdmon_uring.ts.tv_nsec = timeout_ns % 1000000000;
+    io_uring_prep_timeout(sqe, &ctx->fdmon_uring.ts, 1, 0);
+    io_uring_sqe_set_data64(sqe, FDMON_URING_TAG_INTERNAL);
+    return io_uring_submit_and_wait(ring, 1);
+#endif
+}
+
 static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerReadyList *ready,
                                int64_t timeout_ns)
 {
@@ -248,10 +277,7 @@ static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerReadyList *ready,
     } else if (timeout_ns < 0) {
         ret = io_uring_submit_and_wait(ring, 1);
     } else {
-        struct __kernel_timespec ts = {
-            .tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000,
-        };
-        ret = io_uring_submit_and_wait_timeout(ring, &cqe, 1, &ts, NULL);
+        ret = fdmon_uring_wait_timeout(ctx, timeout_ns);
     }
     if (ret < 0 && ret != -ETIME && ret != -EINTR) {
         return ret;
