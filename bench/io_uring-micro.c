@@ -7,7 +7,9 @@
  *
  * usage: io_uring-micro FILE [depth] [seconds] [options...]
  *   options: write direct fixed-files fixed-buffers sqpoll async restrict poll
- *   env: RINGBLK_IO_URING_TASKRUN=coop|defer|none, RINGBLK_IO_URING_REGRING=1
+ *            uring-loop (the context's fd monitor is io_uring)
+ *   env: RINGBLK_IO_URING_TASKRUN=defer|plain|coop, RINGBLK_IO_URING_REGRING=1,
+ *        RINGBLK_IO_URING_SHARE_RING=1 (with uring-loop: SQEs on the loop's ring)
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -69,7 +71,7 @@ int main(int argc, char **argv)
                          .restrict_ops = RAW_AIO_ONOFFAUTO_OFF };
     unsigned depth = argc > 2 ? atoi(argv[2]) : 1;
     double secs = argc > 3 ? atof(argv[3]) : 3;
-    bool write = false, direct = false, poll = false;
+    bool write = false, direct = false, poll = false, uring_loop = false;
     AioContext *ctx;
     Slot *slots;
     struct stat st;
@@ -101,6 +103,8 @@ int main(int argc, char **argv)
             cfg.restrict_ops = RAW_AIO_ONOFFAUTO_ON;
         } else if (!strcmp(argv[i], "poll")) {
             poll = true;
+        } else if (!strcmp(argv[i], "uring-loop")) {
+            uring_loop = true;      /* the event loop waits on its own io_uring */
         } else {
             fprintf(stderr, "unknown option %s\n", argv[i]);
             return 2;
@@ -120,6 +124,9 @@ int main(int argc, char **argv)
     cfg.queue_depth = depth < 2 ? 2 : depth;
     ctx = aio_context_new(&error_abort);
     aio_context_set_poll_params(ctx, poll ? 32000 : 0, 0, 0, &error_abort);
+    if (uring_loop) {
+        aio_context_set_fdmon(ctx, AIO_FDMON_IO_URING, &error_abort);
+    }
     engine = ops->create(ctx, &cfg, &error_abort);
     slot = ops->add_file(engine, fd, direct ? O_DIRECT : 0, &error_abort);
     slots = calloc(depth, sizeof(*slots));
@@ -153,8 +160,8 @@ int main(int argc, char **argv)
     getrusage(RUSAGE_THREAD, &ru1);
     luring_get_stats(engine, &ls);
     luring_get_info(engine, &li);
-    printf("iops=%.0f lat_us=%.2f cpu_us_per_io=%.2f submit_calls_per_io=%.3f "
-           "setup_flags=0x%x ios=%llu\n",
+    printf("%s iops=%.0f lat_us=%.2f cpu_us_per_io=%.2f submit_calls_per_io=%.3f "
+           "setup_flags=0x%x ios=%llu\n", li.shared_fdmon_ring ? "shared-ring" : "own-ring",
            done_ios / el, el * 1e6 / done_ios * depth,
            ((ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec + ru1.ru_stime.tv_sec -
              ru0.ru_stime.tv_sec) * 1e6 + (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec +

@@ -91,6 +91,7 @@
 #define ST_PUNCH        (1u << 10)     /* write zeroes retried as punch hole */
 #define ST_POST_SYNC    (1u << 11)     /* IOPOLL FUA: fdatasync after the write */
 #define ST_SYNC         (1u << 12)     /* whole operation runs synchronously */
+#define ST_DSYNC        (1u << 13)     /* shared ring FUA: a write with RWF_DSYNC */
 /* engine_u64[1]: results of a FUA pair: low 32 bits write, high 32 fsync. */
 
 typedef struct LuringEngine {
@@ -119,6 +120,13 @@ typedef struct LuringEngine {
     bool restricted;
     bool reg_ring_fd;
     bool blk_discard_cmd;              /* IORING_OP_URING_CMD usable for BLKDISCARD */
+    /*
+     * Sharing the fd monitor's ring: SQEs go on ctx's io_uring fd-monitor
+     * ring (sq_ring), are submitted by the loop's next wait together with
+     * it, and come back as foreign CQEs in the loop's dispatch phase.
+     */
+    bool shared;
+    struct io_uring *sq_ring;          /* &ring, or the fd monitor's ring */
 
     /* Fixed files: slot bitmap. */
     bool fixed_files;
@@ -538,13 +546,35 @@ static void luring_prep_zeroes(struct io_uring_sqe *sqe, RawAioReq *req)
     io_uring_prep_fallocate(sqe, req->fd, mode, req->offset, req->bytes);
 }
 
+static inline uint64_t luring_user_data(LuringEngine *e, RawAioReq *req, unsigned tag)
+{
+    /* The fd monitor routes CQEs tagged AIO_FDMON_CQE_FOREIGN_TAG to us. */
+    return (uint64_t)(uintptr_t)req | (e->shared ? AIO_FDMON_CQE_FOREIGN_TAG : tag);
+}
+
+static struct io_uring_sqe *luring_get_sqe(LuringEngine *e)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(e->sq_ring);
+
+    /* Shared ring: its other user may have filled the SQ; push it out. */
+    while (G_UNLIKELY(!sqe) && e->shared) {
+        int ret = io_uring_submit(e->sq_ring);
+
+        if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+            g_error("io_uring: submitting on the fd monitor's ring: %s", strerror(-ret));
+        }
+        sqe = io_uring_get_sqe(e->sq_ring);
+    }
+    g_assert(sqe);      /* own ring: the in-flight cap guarantees a free SQE */
+    return sqe;
+}
+
 /* Fills the SQE(s) for req's current step; the caller checked space. */
 static void luring_fill_sqes(LuringEngine *e, RawAioReq *req)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
+    struct io_uring_sqe *sqe = luring_get_sqe(e);
     uint64_t st = req->engine_u64[0];
 
-    g_assert(sqe);
     switch (req->type) {
     case RAW_AIO_READ:
     case RAW_AIO_WRITE:
@@ -578,7 +608,10 @@ static void luring_fill_sqes(LuringEngine *e, RawAioReq *req)
     }
     sqe->flags |= e->sqe_base_flags;
     luring_set_file(e, sqe, req);
-    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)req | TAG_MAIN);
+    io_uring_sqe_set_data64(sqe, luring_user_data(e, req, TAG_MAIN));
+    if (st & ST_DSYNC) {
+        sqe->rw_flags |= RWF_DSYNC;
+    }
     st = (st & ~(uint64_t)ST_PENDING_MASK) | 1;
     e->inflight++;
     e->stats.sqes++;
@@ -588,7 +621,7 @@ static void luring_fill_sqes(LuringEngine *e, RawAioReq *req)
          * FUA: the fdatasync runs only after the write fully succeeded;
          * a failed or short write cancels it (-ECANCELED).
          */
-        struct io_uring_sqe *link = io_uring_get_sqe(&e->ring);
+        struct io_uring_sqe *link = luring_get_sqe(e);
 
         sqe->flags |= IOSQE_IO_LINK;
         io_uring_prep_fsync(link, req->fd, IORING_FSYNC_DATASYNC);
@@ -635,6 +668,12 @@ static void luring_fail_unsubmitted(LuringEngine *e, int err)
     io_uring_smp_store_release(sq->ktail, head);
 }
 
+/* SQEs filled and not yet taken by the kernel (own ring only). */
+static inline unsigned luring_staged(LuringEngine *e)
+{
+    return e->shared ? 0 : io_uring_sq_ready(&e->ring);
+}
+
 static inline void luring_schedule_submit(LuringEngine *e)
 {
     if (!e->submit_bh_pending) {
@@ -648,6 +687,9 @@ static void luring_flush(LuringEngine *e)
 {
     int ret;
 
+    if (e->shared) {
+        return;     /* the loop's next wait submits the shared ring */
+    }
     while (io_uring_sq_ready(&e->ring)) {
         if (G_UNLIKELY(e->inj_kind == LURING_INJECT_EBUSY && e->inj_count > 0)) {
             e->inj_count--;
@@ -683,7 +725,7 @@ static void luring_flush(LuringEngine *e)
 /* Submit now, or leave it to the end of the batch/unplug/BH. */
 static inline void luring_kick(LuringEngine *e)
 {
-    if (e->plugged) {
+    if (e->plugged || e->shared) {
         return;     /* everything goes out at the last unplug */
     }
     if (e->reaping) {
@@ -977,7 +1019,7 @@ static void luring_sync_done(void *opaque, int ret)
     e->tp_inflight--;
     luring_finish(req, ret);
     /* The callback may have submitted: send it (a no-op when nothing is staged). */
-    if (!e->plugged && !e->reaping && io_uring_sq_ready(&e->ring)) {
+    if (!e->plugged && !e->reaping && luring_staged(e)) {
         luring_flush(e);
     }
 }
@@ -1012,6 +1054,17 @@ static void luring_iopoll_bh(void *opaque)
     luring_reap(e);
 }
 
+/* Foreign CQEs of the fd monitor's ring: ours, in the loop's dispatch phase. */
+static void luring_foreign_cqe(void *opaque, uint64_t user_data, int32_t res,
+                               uint32_t flags)
+{
+    RawAioReq *req = (RawAioReq *)(uintptr_t)(user_data & ~(uint64_t)TAG_MASK);
+    LuringEngine *e = req->engine_priv[1];
+
+    luring_handle_cqe(e, (uint64_t)(uintptr_t)req | TAG_MAIN, res);
+    luring_refill(e);
+}
+
 /* ---- Ops ------------------------------------------------------------------------ */
 
 static int luring_submit(RawAioEngine *base, RawAioReq *req)
@@ -1026,7 +1079,7 @@ static int luring_submit(RawAioEngine *base, RawAioReq *req)
         return -EBADF;
     }
     if (req->type == RAW_AIO_WRITE && (req->flags & RAW_AIO_FUA)) {
-        st = e->iopoll ? ST_POST_SYNC : ST_FUA_PAIR;
+        st = e->iopoll ? ST_POST_SYNC : e->shared ? ST_DSYNC : ST_FUA_PAIR;
     } else if (req->type != RAW_AIO_READ && req->type != RAW_AIO_WRITE) {
         if (e->iopoll || (req->type == RAW_AIO_DISCARD && (req->flags & RAW_AIO_BLKDEV) &&
                           !e->blk_discard_cmd)) {
@@ -1056,6 +1109,7 @@ static int luring_submit(RawAioEngine *base, RawAioReq *req)
         st = ST_SYNC;
     }
     req->done = 0;
+    req->engine_priv[1] = e;
     req->engine_u64[0] = st;
     req->engine_u64[1] = 0;
     e->stats.submitted++;
@@ -1074,7 +1128,7 @@ static void luring_unplug(RawAioEngine *base)
     LuringEngine *e = luring_of(base);
 
     g_assert(e->plugged > 0);
-    if (--e->plugged == 0 && io_uring_sq_ready(&e->ring)) {
+    if (--e->plugged == 0 && luring_staged(e)) {
         luring_kick(e);
     }
 }
@@ -1518,6 +1572,21 @@ static void luring_inject_from_env(LuringEngine *e)
 
 static void luring_destroy(RawAioEngine *base);
 
+/*
+ * Whether to put SQEs on ctx's fd-monitor ring (RINGBLK_IO_URING_SHARE_RING=1,
+ * experimental): only when that monitor is io_uring and no option needs a
+ * ring of our own (registered files/buffers, SQPOLL, IOPOLL, restrictions).
+ */
+static bool luring_want_shared(AioContext *ctx, const RawAioConfig *cfg)
+{
+    const char *env = getenv("RINGBLK_IO_URING_SHARE_RING");
+
+    return env && strcmp(env, "0") != 0 && aio_context_get_fdmon_ring(ctx) &&
+           !cfg->fixed_files && cfg->fixed_buffers != RAW_AIO_ONOFFAUTO_ON &&
+           !cfg->sqpoll && !cfg->iopoll && cfg->restrict_ops != RAW_AIO_ONOFFAUTO_ON &&
+           !cfg->async_punt;
+}
+
 static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Error **errp)
 {
     LuringEngine *e;
@@ -1553,6 +1622,18 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
     e->sqe_base_flags = cfg->async_punt ? IOSQE_ASYNC : 0;
     e->blk_discard_cmd = luring_caps.op_uring_cmd;
 
+    e->sq_ring = &e->ring;
+    if (luring_want_shared(ctx, cfg)) {
+        e->shared = true;
+        e->sq_ring = aio_context_get_fdmon_ring(ctx);
+        e->sq_entries = depth;
+        aio_context_set_fdmon_cqe_handler(ctx, luring_foreign_cqe, NULL);
+        e->submit_bh = aio_bh_new(ctx, luring_submit_bh, e);
+        e->done_bh = aio_bh_new(ctx, luring_done_bh, e);
+        e->iopoll_bh = aio_bh_new(ctx, luring_iopoll_bh, e);
+        luring_inject_from_env(e);
+        return &e->base;
+    }
     ret = luring_setup_ring(e, cfg, depth, restrict_ring, errp);
     if (ret < 0) {
         g_free(e);
@@ -1626,8 +1707,12 @@ static void luring_destroy(RawAioEngine *base)
     e->plugged = 0;
     if (e->submit_bh) {
         /* Every request completes, its callback runs, before the ring goes. */
+        while (e->shared && (e->inflight || e->ovf_head || e->done_head || e->tp_inflight)) {
+            /* Our CQEs arrive through the loop's dispatch. */
+            aio_poll(base->ctx, true);
+        }
         while (e->inflight || e->ovf_head || e->done_head || e->tp_inflight ||
-               io_uring_sq_ready(&e->ring)) {
+               luring_staged(e)) {
             luring_done_bh(e);
             luring_flush(e);
             if (e->tp_inflight) {
@@ -1646,7 +1731,9 @@ static void luring_destroy(RawAioEngine *base)
             luring_reap(e);
             luring_done_bh(e);
         }
-        aio_set_event_notifier(base->ctx, &e->notifier, false, NULL, NULL, NULL);
+        if (!e->shared) {
+            aio_set_event_notifier(base->ctx, &e->notifier, false, NULL, NULL, NULL);
+        }
         aio_bh_delete(e->submit_bh);
         aio_bh_delete(e->done_bh);
         aio_bh_delete(e->iopoll_bh);
@@ -1693,6 +1780,7 @@ void luring_get_info(RawAioEngine *base, LuringInfo *info)
     info->setup_flags = e->setup_flags;
     info->defer_taskrun = e->defer_taskrun;
     info->sqpoll = e->setup_flags & IORING_SETUP_SQPOLL;
+    info->shared_fdmon_ring = e->shared;
     info->shared_sq_thread = e->setup_flags & IORING_SETUP_ATTACH_WQ;
     info->fixed_buffers = e->pool != NULL;
     info->restricted = e->restricted;
@@ -1704,7 +1792,7 @@ int luring_debug_nop(RawAioEngine *base)
     LuringEngine *e = luring_of(base);
     struct io_uring_sqe *sqe;
 
-    if (e->inflight >= e->sq_entries || e->ovf_head ||
+    if (e->shared || e->inflight >= e->sq_entries || e->ovf_head ||
         !(sqe = io_uring_get_sqe(&e->ring))) {
         return -EBUSY;
     }

@@ -48,6 +48,7 @@ typedef struct LuringInfo {
     unsigned setup_flags;    /* IORING_SETUP_* the ring was created with */
     bool defer_taskrun;      /* SINGLE_ISSUER|DEFER_TASKRUN (the default where supported) */
     bool sqpoll;
+    bool shared_fdmon_ring;  /* SQEs go on the context's io_uring fd monitor ring */
     bool shared_sq_thread;   /* attached to another instance's SQ thread */
     bool fixed_buffers;
     bool restricted;

@@ -909,6 +909,63 @@ static void test_default_defer(void)
     ops->destroy(e);
 }
 
+/* ---- Sharing the fd monitor's ring ------------------------------------------------------ */
+
+/* Runs a test with its engines' SQEs on the io_uring fd monitor's ring. */
+static void run_shared(gconstpointer data)
+{
+    void (*fn)(void) = (void (*)(void))data;
+    AioContext *saved = ctx;
+    RawAioConfig cfg = default_cfg();
+    Error *err = NULL;
+    RawAioEngine *e;
+    LuringInfo info;
+
+    ctx = aio_context_new(&error_abort);
+    if (!aio_context_set_fdmon(ctx, AIO_FDMON_IO_URING, &err)) {
+        g_test_skip(error_get_pretty(err));
+        error_free(err);
+        aio_context_unref(ctx);
+        ctx = saved;
+        return;
+    }
+    g_setenv("RINGBLK_IO_URING_SHARE_RING", "1", TRUE);
+    e = create_engine(&cfg);
+    luring_get_info(e, &info);
+    g_assert_true(info.shared_fdmon_ring);
+    ops->destroy(e);
+    fn();
+    g_unsetenv("RINGBLK_IO_URING_SHARE_RING");
+    aio_context_unref(ctx);
+    ctx = saved;
+}
+
+/* FUA on the shared ring is one write with RWF_DSYNC. */
+static void test_shared_fua(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e = create_engine(&cfg);
+    int fd = make_file("sfua", 0, FILE_SIZE);
+    g_autofree uint8_t *wbuf = g_malloc(16384);
+    g_autofree uint8_t *rbuf = g_malloc(16384);
+    LuringStats st;
+    TestReq t;
+
+    memset(wbuf, 0x31, 16384);
+    luring_debug_inject(e, LURING_INJECT_SHORT, 1);
+    prep(&t, RAW_AIO_WRITE, fd, -1, 8192, wbuf, 16384);
+    t.req.flags = RAW_AIO_FUA;
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    luring_get_stats(e, &st);
+    g_assert_cmpuint(st.sqes, ==, 2);     /* the write, then its remainder */
+    g_assert_cmpint(pread(fd, rbuf, 16384, 8192), ==, 16384);
+    g_assert_cmpmem(rbuf, 16384, wbuf, 16384);
+    ops->destroy(e);
+    close(fd);
+}
+
 /* ---- Availability ------------------------------------------------------------------- */
 
 static void disable_env_child(void)
@@ -1027,6 +1084,18 @@ int main(int argc, char **argv)
     g_test_add_data_func("/io_uring/taskrun/plain/fua", test_fua, run_plain);
     g_test_add_data_func("/io_uring/taskrun/plain/destroy-inflight", test_destroy_inflight,
                          run_plain);
+    g_test_add_data_func("/io_uring/shared-ring/rw", test_read_write, run_shared);
+    g_test_add_data_func("/io_uring/shared-ring/short-read", test_short_read, run_shared);
+    g_test_add_data_func("/io_uring/shared-ring/eagain", test_eagain, run_shared);
+    g_test_add_data_func("/io_uring/shared-ring/eof-zero-fill", test_eof_zero_fill, run_shared);
+    g_test_add_data_func("/io_uring/shared-ring/overflow", test_overflow, run_shared);
+    g_test_add_data_func("/io_uring/shared-ring/callback-resubmit", test_callback_resubmit,
+                         run_shared);
+    g_test_add_data_func("/io_uring/shared-ring/discard-zeroes", test_discard_zeroes,
+                         run_shared);
+    g_test_add_data_func("/io_uring/shared-ring/fua", test_shared_fua, run_shared);
+    g_test_add_data_func("/io_uring/shared-ring/destroy-inflight", test_destroy_inflight,
+                         run_shared);
     ret = g_test_run();
     rmdir(scratch_dir);
     g_free(scratch_dir);
