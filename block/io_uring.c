@@ -717,6 +717,17 @@ static void luring_flush(LuringEngine *e)
             luring_schedule_submit(e);
             return;
         }
+        if (ret == -EEXIST && e->defer_taskrun) {
+            static bool reported;
+
+            if (!reported) {
+                reported = true;
+                error_report("io_uring: a ring was used from a thread other than the "
+                             "one that created it (SINGLE_ISSUER); engines must be "
+                             "created and used in their AioContext's thread "
+                             "(RINGBLK_IO_URING_TASKRUN=plain lifts the restriction)");
+            }
+        }
         luring_fail_unsubmitted(e, ret);
         return;
     }
