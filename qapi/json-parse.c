@@ -14,7 +14,12 @@
 /* json-glib's parser recurses per nesting level; deeper text is refused first. */
 #define JSON_MAX_DEPTH 1024
 
-static bool json_depth_ok(const char *text)
+/*
+ * Refuses, before json-glib sees it, text nested too deeply and text
+ * with something after the top-level object or array (json-glib 1.6
+ * leaks the tree it has built when it then fails).
+ */
+static bool json_prescan(const char *text, Error **errp)
 {
     int depth = 0;
     bool in_string = false;
@@ -29,10 +34,19 @@ static bool json_depth_ok(const char *text)
             in_string = true;
         } else if (*p == '{' || *p == '[') {
             if (++depth > JSON_MAX_DEPTH) {
+                error_setg(errp, "Invalid JSON options: nested more than %d levels deep",
+                           JSON_MAX_DEPTH);
                 return false;
             }
-        } else if (*p == '}' || *p == ']') {
-            depth--;
+        } else if ((*p == '}' || *p == ']') && --depth == 0) {
+            for (const char *q = p + 1; *q; q++) {
+                if (!g_ascii_isspace(*q)) {
+                    error_setg(errp, "Invalid JSON options: unexpected text after the "
+                               "end of the object");
+                    return false;
+                }
+            }
+            return true;
         }
     }
     return true;
@@ -44,9 +58,16 @@ JsonObject *qapi_parse_json_object(const char *text, Error **errp)
         text += strlen(JSON_PREFIX);
     }
 
-    if (!json_depth_ok(text)) {
-        error_setg(errp, "Invalid JSON options: nested more than %d levels deep",
-                   JSON_MAX_DEPTH);
+    /* Anything but an object is an error anyway; json-glib need not see it. */
+    const char *p = text;
+    while (g_ascii_isspace(*p)) {
+        p++;
+    }
+    if (*p != '{') {
+        error_setg(errp, "JSON options must be an object");
+        return NULL;
+    }
+    if (!json_prescan(text, errp)) {
         return NULL;
     }
     g_autoptr(JsonParser) parser = json_parser_new();

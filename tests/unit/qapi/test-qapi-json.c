@@ -42,6 +42,15 @@ static void test_json_errors(void)
     error_free(err);
     err = NULL;
 
+    g_assert_null(qapi_parse_json_object("{}{}", &err));
+    assert_error(err, "Invalid JSON options: unexpected text after the end of the object");
+    g_assert_null(qapi_parse_json_object("{\"a\":\"}\"} x", &err));
+    assert_error(err, "Invalid JSON options: unexpected text after the end of the object");
+    JsonObject *obj = qapi_parse_json_object(" {\"a\":\"}\\\"{\"}\n ", &err);
+    g_assert_no_error(err);
+    g_assert_cmpstr(json_object_get_string_member(obj, "a"), ==, "}\"{");
+    json_object_unref(obj);
+
     GString *deep = g_string_new(NULL);
     for (int i = 0; i < 5000; i++) {
         g_string_append(deep, "{\"a\":");
