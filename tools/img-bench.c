@@ -447,8 +447,7 @@ int img_bench(int argc, char **argv)
             error_report("option '%s' needs an argument", argv[optind - 1]);
             return 1;
         default:
-            error_report("invalid option -- '%c'", optopt);
-            img_print_help_hint();
+            img_bad_option(argv);
             return 1;
         }
     }

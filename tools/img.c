@@ -47,6 +47,17 @@ void img_print_help_hint(void)
     fprintf(stderr, "Try 'ringblk-img --help' for more information\n");
 }
 
+void img_bad_option(char **argv)
+{
+    /* getopt_long leaves optopt 0 for an unknown long option. */
+    if (optopt) {
+        error_report("invalid option -- '%c'", optopt);
+    } else {
+        error_report("unrecognized option '%s'", argv[optind - 1]);
+    }
+    img_print_help_hint();
+}
+
 /* ---- Opening images ------------------------------------------------------------ */
 
 bool img_check_cache_mode(const char *mode, bool source)
@@ -414,7 +425,7 @@ static int img_create(int argc, char **argv)
             }
             break;
         case ':': error_report("option '%s' needs an argument", argv[optind - 1]); return 1;
-        default: error_report("invalid option -- '%c'", optopt); img_print_help_hint(); return 1;
+        default: img_bad_option(argv); return 1;
         }
     }
     if (!check_format(fmt)) {
@@ -538,12 +549,15 @@ static bool check_image_opts(const ImgOpenOpts *o)
 
 /* ---- info --------------------------------------------------------------------------- */
 
-/* Bytes the file occupies on disk, or -1 when there is no file (null-co). */
+/* Bytes the file occupies on disk (0 without a file, as for null-co), or -1. */
 static int64_t disk_size(BlockDriverState *bs)
 {
     const char *fn = bdrv_get_filename(bs);
     struct stat st;
-    if (!fn || stat(fn, &st) < 0) {
+    if (!fn) {
+        return 0;
+    }
+    if (stat(fn, &st) < 0) {
         return -1;
     }
     return (int64_t)st.st_blocks * 512;
@@ -592,7 +606,7 @@ static int img_info(int argc, char **argv)
         case OPT_OUTPUT: a.output = optarg; break;
         case OPT_ENGINE_OPTS: a.open.engine_opts = optarg; break;
         case ':': error_report("option '%s' needs an argument", argv[optind - 1]); return 1;
-        default: error_report("invalid option -- '%c'", optopt); img_print_help_hint(); return 1;
+        default: img_bad_option(argv); return 1;
         }
     }
     bool json;
@@ -622,7 +636,8 @@ static int img_info(int argc, char **argv)
     int64_t on_disk = disk_size(bs);
     BlockNodeInfo ni;
     bdrv_query_node_info(bs, &ni);
-    const char *image_name = a.open.image_opts ? (ni.filename ? ni.filename : "") : filename;
+    /* With --image-opts, the file's name, or the options themselves (null-co has no file). */
+    const char *image_name = a.open.image_opts && ni.filename ? ni.filename : filename;
 
     if (json) {
         GString *s = g_string_new("{\n    \"virtual-size\": ");
@@ -748,7 +763,7 @@ static int img_map(int argc, char **argv)
         case OPT_IMAGE_OPTS: a.open.image_opts = true; break;
         case OPT_OUTPUT: a.output = optarg; break;
         case ':': error_report("option '%s' needs an argument", argv[optind - 1]); return 1;
-        default: error_report("invalid option -- '%c'", optopt); img_print_help_hint(); return 1;
+        default: img_bad_option(argv); return 1;
         }
     }
     bool json;
@@ -858,7 +873,7 @@ static int img_check(int argc, char **argv)
         case OPT_IMAGE_OPTS: a.open.image_opts = true; break;
         case OPT_OUTPUT: a.output = optarg; break;
         case ':': error_report("option '%s' needs an argument", argv[optind - 1]); return 1;
-        default: error_report("invalid option -- '%c'", optopt); img_print_help_hint(); return 1;
+        default: img_bad_option(argv); return 1;
         }
     }
     bool json;
@@ -1011,7 +1026,7 @@ static int img_compare(int argc, char **argv)
         case OPT_OBJECT: if (!add_object(optarg)) return 2; break;
         case OPT_IMAGE_OPTS: o1.image_opts = o2.image_opts = true; break;
         case ':': error_report("option '%s' needs an argument", argv[optind - 1]); return 2;
-        default: error_report("invalid option -- '%c'", optopt); img_print_help_hint(); return 2;
+        default: img_bad_option(argv); return 2;
         }
     }
     if (quiet) {
@@ -1225,7 +1240,7 @@ static int img_convert(int argc, char **argv)
         case OPT_TARGET_IMAGE_OPTS: dst.image_opts = true; break;
         case OPT_TARGET_IS_ZERO: target_is_zero = true; break;
         case ':': error_report("option '%s' needs an argument", argv[optind - 1]); return 1;
-        default: error_report("invalid option -- '%c'", optopt); img_print_help_hint(); return 1;
+        default: img_bad_option(argv); return 1;
         }
     }
     if (quiet) {
@@ -1437,7 +1452,7 @@ static int img_resize(int argc, char **argv)
             break;
         case OPT_SHRINK: shrink = true; break;
         case ':': error_report("option '%s' needs an argument", argv[optind - 1]); return 1;
-        default: error_report("invalid option -- '%c'", optopt); img_print_help_hint(); return 1;
+        default: img_bad_option(argv); return 1;
         }
     }
     /* Options may still follow the file name (qemu-img permutes them): take them too. */

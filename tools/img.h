@@ -31,6 +31,8 @@ bool img_check_aio_mode(const char *mode);
 
 /* Prints "Try 'ringblk-img --help' for more information" style hints. */
 void img_print_help_hint(void);
+/* Reports the option getopt_long() just refused, with the help hint. */
+void img_bad_option(char **argv);
 
 int img_bench(int argc, char **argv);
 void img_bench_usage(void);
