@@ -10,9 +10,10 @@
  * list) -> back to the free list after its callback returned. Workers hand
  * completions to the context through one reusable bottom half; a worker
  * schedules it only when no run of it is already pending, so a burst of
- * completions costs one wakeup. The bottom half pops completions one at a
- * time from the shared list, so a callback that polls the loop (nested
- * aio_poll) still sees the remaining ones.
+ * completions costs one wakeup. The bottom half takes the whole done list
+ * in one locked step and runs the callbacks one at a time from a list of
+ * its own, so a callback that polls the loop (nested aio_poll) still sees
+ * the remaining ones.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -58,6 +59,8 @@ struct ThreadPool {
     unsigned in_flight;
     ThreadPoolElement *free_list;
     ElemChunk *chunks;
+    ThreadPoolElement *ready;     /* completions taken off the done list, in order */
+    bool ready_bh_armed;          /* the bottom half is scheduled for `ready` */
 
     pthread_mutex_t lock;
     pthread_cond_t work_cond;     /* workers wait here for requests */
@@ -204,31 +207,29 @@ static void spawn_worker_locked(ThreadPool *pool)
 /* ---- context side ------------------------------------------------------------ */
 
 /*
- * Runs completions until the done list is empty. Pops one element at a time
- * so that a nested aio_poll() in a callback can run the rest.
+ * Runs completions until none is left. The shared done list is moved in one
+ * locked step to `ready`, which only this thread touches; callbacks are
+ * popped from there one at a time so that a nested aio_poll() in a callback
+ * (which runs this function again) still finds the rest.
  */
 static void run_completions(ThreadPool *pool)
 {
     for (;;) {
-        ThreadPoolElement *elem;
-        bool reschedule = false;
+        ThreadPoolElement *elem = pool->ready;
 
-        pthread_mutex_lock(&pool->lock);
-        elem = pool->done_head;
         if (!elem) {
+            pthread_mutex_lock(&pool->lock);
+            elem = pool->done_head;
+            pool->done_head = pool->done_tail = NULL;
             pthread_mutex_unlock(&pool->lock);
-            return;
+            if (!elem) {
+                return;
+            }
         }
-        pool->done_head = elem->next;
-        if (!pool->done_head) {
-            pool->done_tail = NULL;
-        } else if (!pool->bh_scheduled) {
+        pool->ready = elem->next;
+        if (pool->ready && !pool->ready_bh_armed) {
             /* More to do: a nested aio_poll() in the callback must find it. */
-            pool->bh_scheduled = true;
-            reschedule = true;
-        }
-        pthread_mutex_unlock(&pool->lock);
-        if (reschedule) {
+            pool->ready_bh_armed = true;
             aio_bh_schedule(pool->completion_bh);
         }
 
@@ -252,6 +253,7 @@ static void completion_bh(void *opaque)
     pthread_mutex_lock(&pool->lock);
     pool->bh_scheduled = false;
     pthread_mutex_unlock(&pool->lock);
+    pool->ready_bh_armed = false;
     run_completions(pool);
 }
 
@@ -263,7 +265,13 @@ static ThreadPool *pool_new(AioContext *ctx)
     pool->ctx = ctx;
     aio_context_ref(ctx);
     pool->completion_bh = aio_bh_new(ctx, completion_bh, pool);
-    pthread_mutex_init(&pool->lock, NULL);
+    pthread_mutexattr_t mattr;
+
+    /* Held for a few instructions only: spinning briefly beats sleeping in the kernel. */
+    pthread_mutexattr_init(&mattr);
+    pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&pool->lock, &mattr);
+    pthread_mutexattr_destroy(&mattr);
     pthread_condattr_init(&cattr);
     pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
     pthread_cond_init(&pool->work_cond, &cattr);
@@ -389,6 +397,7 @@ ThreadPoolElement *thread_pool_submit(ThreadPool *pool, ThreadPoolFunc *func,
                                       void *opaque)
 {
     ThreadPoolElement *elem = elem_alloc(pool);
+    bool wake;
 
     elem->pool = pool;
     elem->func = func;
@@ -412,10 +421,12 @@ ThreadPoolElement *thread_pool_submit(ThreadPool *pool, ThreadPoolFunc *func,
     if ((int)pool->queued > pool->idle_threads && pool->cur_threads < pool->max_threads) {
         spawn_worker_locked(pool);
     }
-    if (pool->idle_threads > 0) {
+    wake = pool->idle_threads > 0;
+    pthread_mutex_unlock(&pool->lock);
+    /* Outside the lock, or the woken worker would block on it at once. */
+    if (wake) {
         pthread_cond_signal(&pool->work_cond);
     }
-    pthread_mutex_unlock(&pool->lock);
     return elem;
 }
 
