@@ -132,11 +132,10 @@ typedef struct LuringEngine {
     bool fixed_files;
     uint64_t file_used[LURING_FILE_SLOTS / 64];
 
-    /* Fixed buffers: one registered region, a page bitmap as allocator. */
+    /* Fixed buffers: one registered region (pool, pool_size: copies of bufpool's). */
+    struct LuringPool *bufpool;
     uint8_t *pool;
     size_t pool_size;
-    unsigned pool_pages;
-    uint64_t *pool_map;
 
     /* Debug injection. */
     int inj_kind;
@@ -1256,58 +1255,135 @@ static void luring_remove_file(RawAioEngine *base, int slot)
 
 /* ---- Fixed buffers --------------------------------------------------------------- */
 
-static inline bool pool_page_used(const LuringEngine *e, unsigned i)
+/*
+ * Registered-buffer pools.
+ *
+ * A buffer may outlive its instance or be freed through another one (a
+ * node moved to another AioContext, a tool freeing after close). So pools
+ * are known process-wide, their page bitmaps are updated with atomic
+ * operations, and an instance's destroy only orphans its pool: the mapping
+ * goes when its last page is freed. Allocation and freeing through the
+ * owning instance (the usual case) take no lock; only a buffer freed
+ * through another instance, or with none, looks the pool up under a mutex.
+ */
+typedef struct LuringPool {
+    uint8_t *base;
+    size_t size;
+    unsigned pages;
+    uint64_t *map;              /* bit per page; atomic */
+    uint64_t state;             /* (pages in use << 1) | orphaned; atomic */
+    struct LuringPool *next;    /* luring_pools, under luring_pools_lock */
+} LuringPool;
+
+static pthread_mutex_t luring_pools_lock = PTHREAD_MUTEX_INITIALIZER;
+static LuringPool *luring_pools;
+
+static void luring_pool_release(LuringPool *p)
 {
-    return e->pool_map[i / 64] & (1ull << (i % 64));
+    LuringPool **pp;
+
+    pthread_mutex_lock(&luring_pools_lock);
+    for (pp = &luring_pools; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&luring_pools_lock);
+    munmap(p->base, p->size);
+    g_free(p->map);
+    g_free(p);
+}
+
+static inline bool pool_page_used(const LuringPool *p, unsigned i)
+{
+    return __atomic_load_n(&p->map[i / 64], __ATOMIC_RELAXED) & (1ull << (i % 64));
+}
+
+static void pool_set_pages(LuringPool *p, unsigned first, unsigned n, bool used)
+{
+    for (unsigned j = first; j < first + n; j++) {
+        uint64_t bit = 1ull << (j % 64);
+
+        if (used) {
+            __atomic_fetch_or(&p->map[j / 64], bit, __ATOMIC_RELAXED);
+        } else {
+            __atomic_fetch_and(&p->map[j / 64], ~bit, __ATOMIC_RELAXED);
+        }
+    }
+}
+
+/* Returns pages of buf to p; the last page of an orphaned pool unmaps it. */
+static void luring_pool_put(LuringPool *p, void *buf, size_t size)
+{
+    unsigned first = ((uint8_t *)buf - p->base) / LURING_PAGE;
+    unsigned npages = (size + LURING_PAGE - 1) / LURING_PAGE;
+
+    pool_set_pages(p, first, npages, false);
+    if (__atomic_sub_fetch(&p->state, 2 * (uint64_t)npages, __ATOMIC_ACQ_REL) == 1) {
+        luring_pool_release(p);
+    }
 }
 
 static void *luring_buf_alloc(RawAioEngine *base, size_t size, size_t align)
 {
     LuringEngine *e = luring_of(base);
+    LuringPool *p = e->bufpool;
     unsigned npages, i, j;
-    void *p;
+    void *mem;
 
     /* The pool is page aligned; larger alignments come from ordinary memory. */
-    if (e->pool && size && size <= e->pool_size && align <= LURING_PAGE) {
+    if (p && size && size <= p->size && align <= LURING_PAGE) {
         npages = (size + LURING_PAGE - 1) / LURING_PAGE;
-        for (i = 0; i + npages <= e->pool_pages;) {
-            if (i % 64 == 0 && e->pool_map[i / 64] == ~0ull) {
+        for (i = 0; i + npages <= p->pages;) {
+            if (i % 64 == 0 && __atomic_load_n(&p->map[i / 64], __ATOMIC_RELAXED) == ~0ull) {
                 i += 64;
                 continue;
             }
-            for (j = 0; j < npages && !pool_page_used(e, i + j); j++) {
+            for (j = 0; j < npages && !pool_page_used(p, i + j); j++) {
             }
             if (j == npages) {
-                for (j = 0; j < npages; j++) {
-                    e->pool_map[(i + j) / 64] |= 1ull << ((i + j) % 64);
-                }
-                return e->pool + (size_t)i * LURING_PAGE;
+                /* Only the owner allocates, so the pages are still free. */
+                pool_set_pages(p, i, npages, true);
+                __atomic_add_fetch(&p->state, 2 * (uint64_t)npages, __ATOMIC_RELAXED);
+                return p->base + (size_t)i * LURING_PAGE;
             }
             i += j + 1;     /* past the used page */
         }
     }
     /* Pool exhausted or not in use: ordinary memory (plain READ/WRITE). */
-    if (posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align,
+    if (posix_memalign(&mem, align < sizeof(void *) ? sizeof(void *) : align,
                        size ? size : 1) != 0) {
         return NULL;
     }
-    return p;
+    return mem;
 }
 
+/* base may be NULL or any io_uring instance: pools are found process-wide. */
 static void luring_buf_free(RawAioEngine *base, void *buf, size_t size)
 {
-    LuringEngine *e = luring_of(base);
+    LuringEngine *e = base ? luring_of(base) : NULL;
+    LuringPool *p;
+    uint8_t *b = buf;
 
     if (!buf) {
         return;
     }
-    if (luring_in_pool(e, buf, size ? size : 1)) {
-        unsigned first = ((uint8_t *)buf - e->pool) / LURING_PAGE;
-        unsigned npages = (size + LURING_PAGE - 1) / LURING_PAGE;
-
-        for (unsigned j = 0; j < npages; j++) {
-            e->pool_map[(first + j) / 64] &= ~(1ull << ((first + j) % 64));
+    size = size ? size : 1;
+    if (e && luring_in_pool(e, buf, size)) {
+        luring_pool_put(e->bufpool, buf, size);
+        return;
+    }
+    pthread_mutex_lock(&luring_pools_lock);
+    for (p = luring_pools; p; p = p->next) {
+        if (b >= p->base && b < p->base + p->size) {
+            break;
         }
+    }
+    pthread_mutex_unlock(&luring_pools_lock);
+    if (p) {
+        /* Our pages keep p alive: it cannot be released under us. */
+        luring_pool_put(p, buf, size);
         return;
     }
     free(buf);
@@ -1372,8 +1448,15 @@ static int luring_setup_buffers(LuringEngine *e, Error **errp)
         e->pool = NULL;
         goto fail;
     }
-    e->pool_pages = e->pool_size / LURING_PAGE;
-    e->pool_map = g_new0(uint64_t, (e->pool_pages + 63) / 64);
+    e->bufpool = g_new0(LuringPool, 1);
+    e->bufpool->base = e->pool;
+    e->bufpool->size = e->pool_size;
+    e->bufpool->pages = e->pool_size / LURING_PAGE;
+    e->bufpool->map = g_new0(uint64_t, (e->bufpool->pages + 63) / 64);
+    pthread_mutex_lock(&luring_pools_lock);
+    e->bufpool->next = luring_pools;
+    luring_pools = e->bufpool;
+    pthread_mutex_unlock(&luring_pools_lock);
     return 1;
 
 fail:
@@ -1761,10 +1844,12 @@ static void luring_destroy(RawAioEngine *base)
     if (e->notifier.fd >= 0) {
         event_notifier_cleanup(&e->notifier);
     }
-    if (e->pool) {
-        munmap(e->pool, e->pool_size);
+    if (e->bufpool) {
+        /* Orphan the pool; buffers still out keep it mapped until freed. */
+        if (__atomic_fetch_or(&e->bufpool->state, 1, __ATOMIC_ACQ_REL) == 0) {
+            luring_pool_release(e->bufpool);
+        }
     }
-    g_free(e->pool_map);
     g_free(e);
 }
 

@@ -5,6 +5,11 @@
  * completion) and exists in the stub build too, so tests need no #ifdef.
  * All functions except luring_probe_uncached() run in the engine's
  * AioContext thread.
+ *
+ * Registered-buffer pool: raw_aio_io_uring_ops.buf_free() accepts any
+ * io_uring instance, or NULL, for a buffer from any instance's pool (even
+ * one already destroyed: its pool stays mapped until the last buffer is
+ * back), and free()s memory that is not from a pool.
  */
 #ifndef BLOCK_IO_URING_H
 #define BLOCK_IO_URING_H
