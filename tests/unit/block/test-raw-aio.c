@@ -18,6 +18,7 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 
+#include "config-host.h"
 #include "block/raw-aio.h"
 
 typedef struct EngineCase {
@@ -848,6 +849,26 @@ static void test_ops_by_name(void)
     g_assert_null(raw_aio_ops_by_name(NULL));
 }
 
+/* Without libaio, native exists but says why it cannot run. */
+static void test_native_stub(void)
+{
+#ifdef CONFIG_LINUX_AIO
+    g_test_skip("built with Linux AIO");
+#else
+    Error *err = NULL;
+
+    g_assert_false(raw_aio_native_ops.available(&err));
+    g_assert_cmpstr(error_get_pretty(err), ==,
+                    "aio=native was not compiled in (this build has no Linux AIO support)");
+    error_free(err);
+    err = NULL;
+    g_assert_null(raw_aio_engine_get(&raw_aio_native_ops, aio_context_main(), NULL, &err));
+    g_assert_cmpstr(error_get_pretty(err), ==,
+                    "aio=native was not compiled in (this build has no Linux AIO support)");
+    error_free(err);
+#endif
+}
+
 static bool scratch_takes_o_direct(void)
 {
     char *p = g_strdup_printf("%s/probe", scratch_dir);
@@ -909,6 +930,7 @@ int main(int argc, char **argv)
     }
 
     g_test_add_func("/raw-aio/ops-by-name", test_ops_by_name);
+    g_test_add_func("/raw-aio/native-stub", test_native_stub);
     for (size_t i = 0; i < G_N_ELEMENTS(engine_cases); i++) {
         for (size_t j = 0; j < G_N_ELEMENTS(tests); j++) {
             TestCase *tc = g_new0(TestCase, 1);
