@@ -243,6 +243,7 @@ static void bdrv_refresh_limits(BlockDriverState *bs)
     if (bs->bl.min_mem_alignment < 1) {
         bs->bl.min_mem_alignment = 1;
     }
+    bdrv_io_refresh_limits(bs);
 }
 
 static BlockDriverState *open_checked(JsonObject *opts, JsonObject *explicit_opts,
@@ -421,6 +422,7 @@ void bdrv_ref(BlockDriverState *bs)
 static void close_in_ctx(void *opaque)
 {
     BlockDriverState *bs = opaque;
+    bdrv_io_drop_buffers(bs);
     if (bs->drv->bdrv_close) {
         bs->drv->bdrv_close(bs);
     }
@@ -660,6 +662,7 @@ static void detach_in_ctx(void *opaque)
 {
     CtxMove *m = opaque;
     for (BlockDriverState *b = m->bs; b; b = b->file) {
+        bdrv_io_drop_buffers(b);
         if (b->drv->bdrv_detach_aio_context) {
             b->drv->bdrv_detach_aio_context(b);
         }

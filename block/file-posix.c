@@ -54,6 +54,7 @@ typedef struct BDRVRawState {
     int open_flags;
     bool blkdev;
     bool host_device;
+    uint32_t blk_lbs;            /* block devices: logical block size (ioctls need it) */
     char *filename;
 
     /* locking */
@@ -472,6 +473,13 @@ static int raw_open_common(BlockDriverState *bs, JsonObject *opts, bool host_dev
         goto fail;
     }
     s->blkdev = S_ISBLK(st.st_mode);
+    s->blk_lbs = 512;
+    if (s->blkdev) {
+        int lbs = 0;
+        if (ioctl(s->fd, BLKSSZGET, &lbs) == 0 && lbs > 0) {
+            s->blk_lbs = lbs;
+        }
+    }
     if (host_device && !S_ISBLK(st.st_mode) && !S_ISCHR(st.st_mode)) {
         error_setg(errp, "'host_device' driver requires '%s' to be either "
                    "a character or block device", filename);
@@ -622,6 +630,18 @@ static int raw_flush(BlockDriverState *bs, BdrvRequest *req)
 
 static int raw_pdiscard(BlockDriverState *bs, BdrvRequest *req)
 {
+    BDRVRawState *s = bs->opaque;
+    if (s->blkdev) {
+        /* BLKDISCARD takes whole logical blocks only: discard the ones inside. */
+        int64_t lbs = s->blk_lbs;
+        int64_t start = (req->offset + lbs - 1) / lbs * lbs;
+        int64_t end = (req->offset + req->bytes) / lbs * lbs;
+        if (end <= start) {
+            return -ENOTSUP;    /* nothing whole to discard; discard is advisory */
+        }
+        req->offset = start;
+        req->bytes = end - start;
+    }
     req->iov = NULL;
     req->niov = 0;
     return raw_submit(bs, req, RAW_AIO_DISCARD, 0);
@@ -629,7 +649,12 @@ static int raw_pdiscard(BlockDriverState *bs, BdrvRequest *req)
 
 static int raw_pwrite_zeroes(BlockDriverState *bs, BdrvRequest *req)
 {
+    BDRVRawState *s = bs->opaque;
     unsigned flags = 0;
+    if (s->blkdev && ((req->offset | req->bytes) & (s->blk_lbs - 1))) {
+        /* BLKZEROOUT takes whole logical blocks: let the layer write zeroes. */
+        return -ENOTSUP;
+    }
     if (req->flags & BDRV_REQ_MAY_UNMAP) {
         flags |= RAW_AIO_MAY_UNMAP;
     }

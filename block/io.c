@@ -174,6 +174,11 @@ void bdrv_io_cleanup(BlockDriverState *bs)
         iovector_destroy(&req->frag_qiov);
         g_free(req);
     }
+    assert(!bs->zero_buf);
+}
+
+void bdrv_io_drop_buffers(BlockDriverState *bs)
+{
     if (bs->zero_buf) {
         bdrv_blockalign_free(bs, bs->zero_buf, bs->zero_buf_size);
         bs->zero_buf = NULL;
@@ -272,12 +277,17 @@ static void *req_bounce_alloc(BdrvRequest *req, size_t size)
 }
 
 /* Largest fragment for read/write: max_transfer rounded down to the alignments. */
-static int64_t frag_max(const BlockDriverState *bs)
+void bdrv_io_refresh_limits(BlockDriverState *bs)
 {
     int64_t max = bs->bl.max_transfer ? (int64_t)bs->bl.max_transfer : BDRV_REQUEST_MAX_BYTES;
     int64_t al = MAX(bs->bl.request_alignment, bs->bl.min_mem_alignment);
     max = max / al * al;
-    return max ? max : al;
+    bs->max_rw_bytes = max ? max : al;
+}
+
+static inline int64_t frag_max(const BlockDriverState *bs)
+{
+    return bs->max_rw_bytes;
 }
 
 /*

@@ -192,6 +192,7 @@ struct BlockDriverState {
     char *filename;              /* protocol drivers: the file they opened */
     int64_t total_bytes;         /* cached length; refreshed by getlength/truncate */
     BlockLimits bl;
+    int64_t max_rw_bytes;        /* bl.max_transfer rounded to the alignments (io.c) */
     JsonObject *options;         /* the checked options it was opened with */
     JsonObject *explicit_opts;   /* during open only: the options as the user gave them
                                     (before defaults were filled), or NULL */
@@ -234,6 +235,14 @@ void bdrv_io_init(BlockDriverState *bs);
 void bdrv_io_cleanup(BlockDriverState *bs);
 void bdrv_io_attach(BlockDriverState *bs, AioContext *ctx);
 void bdrv_io_detach(BlockDriverState *bs);
+/*
+ * Frees the node's cached buffers (the write-zeroes source). They may come
+ * from the engine's pool, so this runs before the driver lets go of its
+ * engine (close, AioContext detach).
+ */
+void bdrv_io_drop_buffers(BlockDriverState *bs);
+/* Recomputes what io.c derives from bs->bl (after refresh_limits). */
+void bdrv_io_refresh_limits(BlockDriverState *bs);
 /* True when a request of bs or a child is in flight (any thread). */
 bool bdrv_requests_pending(BlockDriverState *bs);
 

@@ -574,6 +574,45 @@ static void test_rmw(Fixture *f)
     check_all(f);
 }
 
+/*
+ * The write-zeroes fallback: blkdebug answers every write-zeroes with
+ * -ENOTSUP, so the layer writes zero buffers through it to the file
+ * (engine buffers and all), unless NO_FALLBACK.
+ */
+static void test_zeroes_fallback(Fixture *f)
+{
+    bdrv_unref(f->bs);
+    f->bs = NULL;
+    GString *opts = g_string_new(NULL);
+    g_string_printf(opts, "driver=blkdebug,inject-error.0.iotype=write-zeroes,"
+                    "inject-error.0.errno=%d,image.driver=file,image.filename=%s,"
+                    "image.aio=%s,image.cache.direct=%s", ENOTSUP, f->path, f->ic->aio,
+                    f->ic->direct ? "on" : "off");
+    char **extra = g_strsplit(f->ic->extra, ",", -1);
+    for (int i = 0; extra[i]; i++) {
+        if (*extra[i]) {
+            g_string_append_printf(opts, ",image.%s", extra[i]);
+        }
+    }
+    g_strfreev(extra);
+    Error *err = NULL;
+    f->bs = bdrv_open_string(opts->str, &err);
+    g_assert_no_error(err);
+    g_string_free(opts, TRUE);
+
+    g_assert_cmpint(bdrv_pwrite_zeroes(f->bs, 4096, 65536, 0), ==, 0);
+    memset(f->model + 4096, 0, 65536);
+    g_assert_cmpint(bdrv_pwrite_zeroes(f->bs, 100001, 5000, BDRV_REQ_FUA), ==, 0);
+    memset(f->model + 100001, 0, 5000);
+    write_gen(f, 200000, 4096, 3);
+    g_assert_cmpint(bdrv_pwrite_zeroes(f->bs, 200000, 4096, BDRV_REQ_NO_FALLBACK), ==, -ENOTSUP);
+    check_all(f);
+    /* larger than the fallback's zero buffer (1 MiB): written in chunks */
+    g_assert_cmpint(bdrv_pwrite_zeroes(f->bs, 0, f->size, 0), ==, 0);
+    memset(f->model, 0, f->size);
+    check_all(f);
+}
+
 /* ---- moving to an iothread under load -------------------------------------------------- */
 
 /*
@@ -847,6 +886,7 @@ static const struct {
     { "concurrent-1000", test_concurrent },
     { "drain", test_drain },
     { "rmw-serialisation", test_rmw },
+    { "zeroes-fallback", test_zeroes_fallback },
     { "iothread-move", test_iothread_move },
     { "locking", test_locking },
 };

@@ -514,6 +514,98 @@ static void test_reopen(void)
     g_free(path);
 }
 
+/* ---- host_device on a loop device (root only; skipped elsewhere) -------------------------- */
+
+static char *loop_attach(const char *file)
+{
+    char *argv[] = { (char *)"losetup", (char *)"-f", (char *)"--show", (char *)file, NULL };
+    char *out = NULL;
+    int status = -1;
+    if (geteuid() != 0 ||
+        !g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDERR_TO_DEV_NULL,
+                      NULL, NULL, &out, NULL, &status, NULL) ||
+        !g_spawn_check_wait_status(status, NULL) || !out || !g_str_has_prefix(out, "/dev/")) {
+        g_free(out);
+        return NULL;
+    }
+    g_strstrip(out);
+    return out;
+}
+
+static void loop_detach(const char *dev)
+{
+    char *argv[] = { (char *)"losetup", (char *)"-d", (char *)dev, NULL };
+    g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, NULL, NULL);
+}
+
+static void test_host_device(void)
+{
+    char *path = make_file(scratch_dir, "loop-backing.img", 16 << 20);
+    char *dev = loop_attach(path);
+    if (!dev) {
+        g_test_skip("needs root and a free loop device");
+        g_unlink(path);
+        g_free(path);
+        return;
+    }
+    static const char *const caches[] = { "off", "on" };
+    for (int c = 0; c < 2; c++) {
+        Error *err = NULL;
+        BlockDriverState *bs = open_fmt(&err, "driver=host_device,filename=%s,cache.direct=%s,"
+                                        "discard=unmap", dev, caches[c]);
+        g_assert_no_error(err);
+        g_assert_cmpint(bdrv_getlength(bs), ==, 16 << 20);
+        BlockNodeInfo info;
+        bdrv_query_node_info(bs, &info);
+        g_assert_true(json_object_get_boolean_member(info.driver_specific, "block-device"));
+        if (c == 1) {
+            g_assert_cmpuint(info.request_alignment, >=, 512);
+        }
+        bdrv_node_info_clear(&info);
+
+        char *buf = g_malloc(65536), *rb = g_malloc(65536);
+        for (int i = 0; i < 65536; i++) {
+            buf[i] = (char)(i * 13 + c);
+        }
+        g_assert_cmpint(bdrv_pwrite(bs, 1000, 60000, buf, 0), ==, 0);
+        g_assert_cmpint(bdrv_flush(bs), ==, 0);
+        g_assert_cmpint(bdrv_pread(bs, 1000, 60000, rb, 0), ==, 0);
+        g_assert_cmpint(memcmp(buf, rb, 60000), ==, 0);
+
+        /* BLKZEROOUT (with and without unmap), then a misaligned one */
+        g_assert_cmpint(bdrv_pwrite_zeroes(bs, 4096, 8192, 0), ==, 0);
+        g_assert_cmpint(bdrv_pwrite_zeroes(bs, 16384, 8192, BDRV_REQ_MAY_UNMAP), ==, 0);
+        g_assert_cmpint(bdrv_pwrite_zeroes(bs, 30001, 999, 0), ==, 0);
+        g_assert_cmpint(bdrv_pread(bs, 0, 65536, rb, 0), ==, 0);
+        for (int i = 0; i < 65536; i++) {
+            bool zero = (i >= 4096 && i < 12288) || (i >= 16384 && i < 24576) ||
+                        (i >= 30001 && i < 31000);
+            char want = zero ? 0 : (i >= 1000 && i < 61000) ? buf[i - 1000] : 0;
+            g_assert_cmpint(rb[i], ==, want);
+        }
+        /* BLKDISCARD on a loop device reads back as zeroes */
+        g_assert_cmpint(bdrv_pdiscard(bs, 1 << 20, 1 << 20), ==, 0);
+
+        int64_t pnum;
+        int status;
+        g_assert_cmpint(bdrv_block_status(bs, 0, 16 << 20, &pnum, &status), ==, 0);
+        g_assert_cmpint(status, ==, BDRV_BLOCK_DATA);
+        g_assert_cmpint(pnum, ==, 16 << 20);
+
+        g_assert_cmpint(bdrv_truncate(bs, 32 << 20, true, "off", &err), ==, -EINVAL);
+        g_assert_cmpstr(error_get_pretty(err), ==, "Cannot grow device files");
+        g_clear_error(&err);
+        g_assert_cmpint(bdrv_truncate(bs, 16 << 20, true, "off", &err), ==, 0);
+        g_free(buf);
+        g_free(rb);
+        bdrv_unref(bs);
+    }
+    loop_detach(dev);
+    g_free(dev);
+    g_unlink(path);
+    g_free(path);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -540,6 +632,7 @@ int main(int argc, char **argv)
     g_test_add_func("/file-posix/create", test_create);
     g_test_add_func("/file-posix/block-status", test_block_status);
     g_test_add_func("/file-posix/reopen", test_reopen);
+    g_test_add_func("/file-posix/host_device/loop", test_host_device);
     int ret = g_test_run();
     g_rmdir(scratch_dir);
     if (tmpfs_dir) {
