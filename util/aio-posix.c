@@ -497,11 +497,22 @@ static bool aio_try_poll_mode(AioContext *ctx, AioHandlerReadyList *ready,
     if (*timeout >= 0 && *timeout < max_ns) {
         max_ns = *timeout;
     }
-    if (max_ns > 0 && ctx->poll_disable_cnt == 0 && !LIST_EMPTY(&ctx->poll_handlers) &&
-        !(ctx->fdmon_ops->need_wait && ctx->fdmon_ops->need_wait(ctx))) {
+    if (max_ns > 0 && ctx->poll_disable_cnt == 0 && !LIST_EMPTY(&ctx->poll_handlers)) {
         int64_t start = aio_clock_get_ns(AIO_CLOCK_MONOTONIC);
         int64_t elapsed;
 
+        /*
+         * Queued backend work (io_uring SQEs: re-arms, registrations) goes
+         * to the kernel first, without blocking; what it completes at once
+         * needs no polling.
+         */
+        if (ctx->fdmon_ops->need_wait && ctx->fdmon_ops->need_wait(ctx)) {
+            ctx->fdmon_ops->wait(ctx, ready, 0);
+            if (!TAILQ_EMPTY(ready) || ctx->fdmon_ops->need_wait(ctx)) {
+                *timeout = 0;
+                return true;
+            }
+        }
         aio_poll_set_started(ctx, ready, true);
         do {
             if (aio_run_poll_handlers_once(ctx, ready)) {

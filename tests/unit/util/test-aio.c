@@ -138,6 +138,10 @@ static void test_bh_delete_pending(const void *data)
     aio_context_unref(ctx);
 }
 
+static void bh_log_noop(void *opaque)
+{
+}
+
 static void bh_delete_self(void *opaque)
 {
     BHData *d = opaque;
@@ -827,6 +831,7 @@ static void test_poll_window(void)
 typedef struct {
     EventNotifier e;
     bool work;            /* what io_poll finds */
+    bool work_at_end;     /* io_poll_end makes work appear */
     int polls, poll_ready, reads, begins, ends;
 } BusyData;
 
@@ -861,6 +866,9 @@ static void busy_end(void *opaque)
 {
     BusyData *b = container_of((EventNotifier *)opaque, BusyData, e);
     b->ends++;
+    if (b->work_at_end) {
+        b->work = true;   /* work that arrived while notifications were off */
+    }
 }
 
 static void test_poll_busy(const void *data)
@@ -913,6 +921,73 @@ static void test_poll_busy(const void *data)
     event_notifier_set(&b.e);
     g_assert_true(aio_poll(ctx, true));
     g_assert_cmpint(b.reads, ==, 1);
+
+    aio_set_event_notifier(ctx, &b.e, false, NULL, NULL, NULL);
+    event_notifier_cleanup(&b.e);
+    aio_context_unref(ctx);
+}
+
+/*
+ * Work that shows up between the last poll and io_poll_end() (when the
+ * handler's notifications were still off) is found by the re-check.
+ */
+static void test_poll_end_recheck(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    BusyData b = { .work_at_end = true };
+    TimerData t = { 0 };
+
+    g_assert_cmpint(event_notifier_init(&b.e, false), ==, 0);
+    aio_set_event_notifier(ctx, &b.e, false, busy_read, busy_poll, busy_poll_ready);
+    aio_set_fd_poll(ctx, b.e.fd, busy_begin, busy_end);
+    while (aio_poll(ctx, false)) {
+    }
+    g_assert_true(aio_context_set_poll_params(ctx, 1000000, 0, 0, &error_abort));
+    for (int i = 0; i < 20; i++) {
+        aio_poll_adjust_window(ctx, 900000);
+    }
+    g_assert_cmpint(aio_context_poll_ns(ctx), ==, 1000000);
+
+    /* The timer is far away: only the re-check can end this call early. */
+    aio_timer_init(&t.timer, ctx, AIO_CLOCK_MONOTONIC, timer_cb, &t);
+    aio_timer_mod_ns(&t.timer, aio_clock_get_ns(AIO_CLOCK_MONOTONIC) + 10000000000LL);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(b.begins, ==, 1);
+    g_assert_cmpint(b.ends, ==, 1);
+    g_assert_cmpint(b.poll_ready, ==, 1);
+    g_assert_cmpint(b.reads, ==, 0);
+    g_assert_cmpint(t.fired, ==, 0);
+
+    aio_timer_del(&t.timer);
+    aio_set_event_notifier(ctx, &b.e, false, NULL, NULL, NULL);
+    event_notifier_cleanup(&b.e);
+    aio_context_unref(ctx);
+}
+
+/* An external handler's io_poll is not called while external handlers are disabled. */
+static void test_poll_external_skipped(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    BusyData b = { 0 };
+
+    g_assert_cmpint(event_notifier_init(&b.e, false), ==, 0);
+    aio_set_event_notifier(ctx, &b.e, true, busy_read, busy_poll, busy_poll_ready);
+    g_assert_true(aio_context_set_poll_params(ctx, 1000000, 0, 0, &error_abort));
+    for (int i = 0; i < 20; i++) {
+        aio_poll_adjust_window(ctx, 900000);
+    }
+    aio_disable_external(ctx);
+    b.work = true;
+    b.polls = 0;
+    for (int i = 0; i < 3; i++) {
+        aio_bh_schedule_oneshot(ctx, bh_log_noop, NULL);
+        g_assert_true(aio_poll(ctx, true));
+    }
+    g_assert_cmpint(b.polls, ==, 0);
+    g_assert_cmpint(b.poll_ready, ==, 0);
+    aio_enable_external(ctx);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(b.poll_ready, ==, 1);
 
     aio_set_event_notifier(ctx, &b.e, false, NULL, NULL, NULL);
     event_notifier_cleanup(&b.e);
@@ -1291,6 +1366,8 @@ int main(int argc, char **argv)
     add_fdmon_test("change-events", test_fd_change_events);
     add_per_fdmon("/aio/bh/cross-thread-stress", test_bh_cross_thread_stress);
     add_per_fdmon("/aio/poll/busy", test_poll_busy);
+    add_per_fdmon("/aio/poll/end-recheck", test_poll_end_recheck);
+    add_per_fdmon("/aio/external/io-poll-skipped", test_poll_external_skipped);
     add_per_fdmon("/aio/gsource/drive", test_gsource);
     g_test_add_func("/aio/poll/window", test_poll_window);
     g_test_add_func("/aio/fdmon/poll/switch-to-epoll-and-back", test_fdmon_switch);
