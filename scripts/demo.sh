@@ -5,16 +5,18 @@
 # 4 KiB random reads with `ringblk-img bench` under aio=threads, native,
 # io_uring and auto, at depth 1 and 32, with O_DIRECT (cache=none) and
 # through the page cache. Each run is sized by a short calibration run to
-# take about RUN_SECONDS; the whole demo takes a few seconds.
+# take about RUN_SECONDS; the engines run interleaved REPS times and the
+# table shows medians. The whole demo takes about 15 seconds.
 #
 # Environment: BUILD_DIR (default build), DEMO_DIR (default /var/tmp),
-# DEMO_SIZE (default 256M), RUN_SECONDS (default 0.3).
+# DEMO_SIZE (default 256M), RUN_SECONDS (default 0.15, per run), REPS (default 3).
 set -euo pipefail
 
 BUILD_DIR=${BUILD_DIR:-build}
 DEMO_DIR=${DEMO_DIR:-/var/tmp}
 DEMO_SIZE=${DEMO_SIZE:-256M}
-RUN_SECONDS=${RUN_SECONDS:-0.3}
+RUN_SECONDS=${RUN_SECONDS:-0.15}
+REPS=${REPS:-3}
 img_tool="$BUILD_DIR/tools/ringblk-img"
 
 if [ ! -x "$img_tool" ]; then
@@ -57,6 +59,10 @@ echo "ringblk engine comparison: 4 KiB random reads from a $DEMO_SIZE file ($fs)
 echo "machine: $(nproc) CPUs${cpu_model:+ ($cpu_model)}, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
+engines=(threads native io_uring auto)
+# The median of the numbers on stdin, one per line.
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
 printf '%-9s %5s  %-9s %-9s %10s %11s %8s %8s\n' \
     "cache" "depth" "aio" "used" "IOPS" "CPU µs/IO" "p50 µs" "p99 µs"
 for cache in none writeback; do
@@ -68,29 +74,46 @@ for cache in none writeback; do
         label="O_DIRECT"
     fi
     for depth in 1 32; do
-        for engine in threads native io_uring auto; do
+        declare -A count=() results=() used=()
+        for engine in "${engines[@]}"; do
             if [ "$engine" = native ] && [ "$cache" != none ]; then
+                continue
+            fi
+            count[$engine]=$(calibrate "$cache" "$depth" "$engine")
+        done
+        # Interleaved repetitions (A B C A B C ...), so that a burst of
+        # other load hits every engine alike; the table shows medians.
+        for ((rep = 0; rep < REPS; rep++)); do
+            for engine in "${!count[@]}"; do
+                read -r iops cpu u p50 p99 < <(bench "$cache" "$depth" "$engine" "${count[$engine]}")
+                results[$engine]+="$iops $cpu $p50 $p99"$'\n'
+                used[$engine]=$u
+            done
+        done
+        for engine in "${engines[@]}"; do
+            if [ -z "${count[$engine]:-}" ]; then
                 printf '%-9s %5s  %-9s %s\n' "$label" "$depth" "$engine" \
                     "(needs O_DIRECT: Linux AIO blocks on buffered files)"
                 continue
             fi
-            count=$(calibrate "$cache" "$depth" "$engine")
-            read -r iops cpu used p50 p99 < <(bench "$cache" "$depth" "$engine" "$count")
-            awk -v l="$label" -v d="$depth" -v e="$engine" -v u="$used" -v i="$iops" \
-                -v c="$cpu" -v a="$p50" -v b="$p99" 'BEGIN {
+            col() { printf '%s' "${results[$engine]}" | awk -v c="$1" 'NF { print $c }' | median; }
+            awk -v l="$label" -v d="$depth" -v e="$engine" -v u="${used[$engine]}" \
+                -v i="$(col 1)" -v c="$(col 2)" -v a="$(col 3)" -v b="$(col 4)" 'BEGIN {
                 printf "%-9s %5s  %-9s %-9s %10.0f %11.2f %8.1f %8.1f\n",
                        l, d, e, u, i, c / 1000, a / 1000, b / 1000 }'
         done
+        unset count results used
     done
 done
 
 cat <<EOF
 
-IOPS and latency come from ringblk-img bench --output=json; CPU µs/IO is the
+Medians of $REPS interleaved runs of ringblk-img bench --output=json; CPU µs/IO is the
 process's user+system time (getrusage, including worker threads) per request.
 "used" is the engine the file driver picked (aio=auto chooses per file).
 These figures are only comparable with each other, within this one run: the
-same machine type varies 2-3x between instances, and other load moves them.
+same machine type varies 2-3x between instances, and other load moves them
+(on a busy machine CPU µs/IO and p50 are steadier than IOPS).
 For repeated, interleaved measurements against fio and QEMU: make bench.
 EOF
 # A busy machine (other builds, tests) makes every row slower and noisier.
