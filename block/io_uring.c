@@ -759,6 +759,14 @@ static inline void luring_finish(RawAioReq *req, int ret)
 static void luring_resubmit(LuringEngine *e, RawAioReq *req)
 {
     e->stats.resubmits++;
+    if (e->ovf_head) {
+        /* A continuation is older than anything waiting: it goes first. */
+        e->stats.queued++;
+        req->next = e->ovf_head;
+        e->ovf_head = req;
+        luring_refill(e);
+        return;
+    }
     luring_enqueue(e, req);
 }
 
