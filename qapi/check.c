@@ -427,6 +427,8 @@ static bool alternative_matches(const QapiType *at, JsonNode *node)
             return node_is_int(node);
         case QAPI_BUILTIN_NUMBER:
             return node_is_int(node) || json_node_get_value_type(node) == G_TYPE_DOUBLE;
+        case QAPI_BUILTIN_ANY:
+            return true;
         case QAPI_BUILTIN_NONE:
             return false;
         }
@@ -491,6 +493,9 @@ static bool check_node(CheckState *st, const QapiType *t, const QapiMember *m,
         case QAPI_BUILTIN_NUMBER:
             ok = check_number(st, node, path, errp);
             break;
+        case QAPI_BUILTIN_ANY:
+            ok = true;
+            break;
         case QAPI_BUILTIN_NONE:
             g_assert_not_reached();
         }
@@ -513,6 +518,15 @@ static bool check_node(CheckState *st, const QapiType *t, const QapiMember *m,
     return ok;
 }
 
+static bool check_root(const QapiType *t, JsonObject *opts, bool from_keyval, Error **errp)
+{
+    CheckState st = { .from_keyval = from_keyval };
+    JsonNode *node = json_node_init_object(json_node_alloc(), opts);
+    bool ok = check_node(&st, t, NULL, node, "", errp);
+    json_node_unref(node);
+    return ok;
+}
+
 bool qapi_check(const char *type_name, JsonObject *opts, bool from_keyval, Error **errp)
 {
     const QapiType *t = qapi_schema_lookup(type_name);
@@ -520,9 +534,16 @@ bool qapi_check(const char *type_name, JsonObject *opts, bool from_keyval, Error
         error_setg(errp, "Unknown option type '%s'", type_name);
         return false;
     }
-    CheckState st = { .from_keyval = from_keyval };
-    JsonNode *node = json_node_init_object(json_node_alloc(), opts);
-    bool ok = check_node(&st, t, NULL, node, "", errp);
-    json_node_unref(node);
-    return ok;
+    return check_root(t, opts, from_keyval, errp);
+}
+
+bool qapi_check_command(const char *name, JsonObject *args, Error **errp)
+{
+    const QapiCommand *cmd = qapi_command_lookup(name);
+    if (!cmd) {
+        error_set(errp, ERROR_CLASS_COMMAND_NOT_FOUND, "The command %s has not been found",
+                  name);
+        return false;
+    }
+    return check_root(cmd->args, args, false, errp);
 }

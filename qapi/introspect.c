@@ -14,7 +14,10 @@
  *     {"name": "BlockdevRef", "meta-type": "alternate",
  *      "members": [{"type": "BlockdevOptions"}, {"type": "str"}]},
  *     {"name": "BlkdebugInjectErrorOptionsList", "meta-type": "array",
- *      "element-type": "BlkdebugInjectErrorOptions"} ]
+ *      "element-type": "BlkdebugInjectErrorOptions"},
+ *     {"name": "blockdev-del", "meta-type": "command",
+ *      "arg-type": "q_obj_blockdev-del-arg", "ret-type": "q_empty"} ]
+ * Types first (schema order), then commands.
  * "min"/"max" appear on integer members with a range.
  */
 #include "qapi/qapi.h"
@@ -32,6 +35,8 @@ static const char *builtin_json_type(QapiBuiltin b)
         return "boolean";
     case QAPI_BUILTIN_NUMBER:
         return "number";
+    case QAPI_BUILTIN_ANY:
+        return "value";
     case QAPI_BUILTIN_NONE:
         break;
     }
@@ -163,6 +168,21 @@ JsonNode *qapi_schema_introspect(void)
     json_builder_begin_array(b);
     for (int i = 0; i < qapi_schema_n_types; i++) {
         add_type(b, &qapi_schema_types[i]);
+    }
+    for (int i = 0; i < qapi_schema_n_commands; i++) {
+        const QapiCommand *c = &qapi_schema_commands[i];
+        json_builder_begin_object(b);
+        json_builder_set_member_name(b, "name");
+        json_builder_add_string_value(b, c->name);
+        json_builder_set_member_name(b, "meta-type");
+        json_builder_add_string_value(b, "command");
+        json_builder_set_member_name(b, "arg-type");
+        json_builder_add_string_value(b, c->args->name);
+        json_builder_set_member_name(b, "ret-type");
+        json_builder_add_string_value(b, c->returns->name);
+        json_builder_set_member_name(b, "doc");
+        json_builder_add_string_value(b, c->doc);
+        json_builder_end_object(b);
     }
     json_builder_end_array(b);
     return json_builder_get_root(b);

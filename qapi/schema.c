@@ -19,6 +19,16 @@ const QapiType *qapi_schema_lookup(const char *name)
     return NULL;
 }
 
+const QapiCommand *qapi_command_lookup(const char *name)
+{
+    for (int i = 0; i < qapi_schema_n_commands; i++) {
+        if (strcmp(qapi_schema_commands[i].name, name) == 0) {
+            return &qapi_schema_commands[i];
+        }
+    }
+    return NULL;
+}
+
 const QapiMember *qapi_type_find_member(const QapiType *t, const char *name)
 {
     for (int i = 0; i < t->n_members; i++) {
@@ -73,6 +83,8 @@ const char *qapi_type_describe(const QapiType *t)
             return "boolean";
         case QAPI_BUILTIN_NUMBER:
             return "number";
+        case QAPI_BUILTIN_ANY:
+            return "value";
         case QAPI_BUILTIN_NONE:
             break;
         }

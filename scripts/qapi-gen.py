@@ -23,6 +23,7 @@ BUILTINS = {
     'str': ('STR', None, None),
     'bool': ('BOOL', None, None),
     'number': ('NUMBER', None, None),
+    'any': ('ANY', None, None),
     'size': ('SIZE', None, None),
     'int': ('INT', None, None),
     'int8': ('INT', -(1 << 7), (1 << 7) - 1),
@@ -38,7 +39,7 @@ BUILTINS = {
 
 BUILTIN_DESCRIPTIONS = {
     'STR': 'string', 'BOOL': 'boolean', 'NUMBER': 'number',
-    'SIZE': 'size', 'INT': 'integer',
+    'SIZE': 'size', 'INT': 'integer', 'ANY': 'value',
 }
 
 
@@ -248,6 +249,7 @@ class Type:
         self.element = None
         self.prefix = None        # enum: C constant prefix
         self.resolved = False
+        self.implicit = False     # made by the generator (command arguments, q_empty)
 
     def describe(self):
         if self.kind == 'builtin':
@@ -273,6 +275,17 @@ class Member:
         self.max = None
         self.has_default = False
         self.default = None
+
+
+class Command:
+    def __init__(self, name, doc, where):
+        self.name = name
+        self.doc = doc
+        self.where = where
+        self.argref = None
+        self.args = None          # struct or union Type
+        self.retref = None
+        self.returns = None       # Type
 
 
 def camel_to_upper(name):
@@ -301,12 +314,23 @@ class Schema:
             t.builtin = kind
             t.min, t.max = lo, hi
             self.types[name] = t
+        self.commands = []
         self.raw = []
         self._read(os.path.abspath(path), set())
+        # Argument type of commands without arguments (QEMU's name).
+        empty = Type('q_empty', 'struct', 'No members.')
+        empty.expr = {}
+        empty.implicit = True
+        self._add(empty)
         for expr, doc, where in self.raw:
-            self._define(expr, doc, where)
-        for t in self.order:
+            if 'command' in expr:
+                self._define_command(expr, doc, where)
+            else:
+                self._define(expr, doc, where)
+        for t in list(self.order):
             self._resolve(t)
+        for c in self.commands:
+            self._resolve_command(c)
 
     def _read(self, path, seen):
         if path in seen:
@@ -371,6 +395,47 @@ class Schema:
         if mdocs and kind != 'union':
             raise SchemaError(doc[1], "'%s' documents unknown '@%s'" % (name, sorted(mdocs)[0]))
         self._add(t)
+
+    def _define_command(self, expr, doc, where):
+        name = expr['command']
+        for key in expr:
+            if key not in ('command', 'data', 'boxed', 'returns'):
+                raise SchemaError(where, "command '%s' has unknown key '%s'" % (name, key))
+        if doc is None:
+            raise SchemaError(where, "'%s' has no doc block" % name)
+        if any(c.name == name for c in self.commands):
+            raise SchemaError(where, "command '%s' is already defined" % name)
+        body, mdocs = parse_doc(doc[0], doc[1], name)
+        c = Command(name, body, where)
+        data = expr.get('data')
+        if isinstance(data, dict):
+            if expr.get('boxed'):
+                raise SchemaError(where, "command '%s': 'boxed' needs a type name" % name)
+            t = Type('q_obj_%s-arg' % name, 'struct', 'Arguments of %s.' % name, where)
+            t.expr = {}
+            t.implicit = True
+            for key, spec in data.items():
+                t.members.append(self._member(key, spec, mdocs, where, name))
+            self._add(t)
+            c.argref = t.name
+        elif isinstance(data, str):
+            c.argref = data
+        elif data is None:
+            c.argref = 'q_empty'
+        else:
+            raise SchemaError(where, "command '%s': 'data' must be a type name or members"
+                              % name)
+        if mdocs:
+            raise SchemaError(doc[1], "'%s' documents unknown '@%s'" % (name, sorted(mdocs)[0]))
+        c.retref = expr.get('returns', 'q_empty')
+        self.commands.append(c)
+
+    def _resolve_command(self, c):
+        c.args = self._typeref(c.argref, c.where)
+        if c.args.kind not in ('struct', 'union'):
+            raise SchemaError(c.where, "command '%s': arguments must be a struct or union"
+                              % c.name)
+        c.returns = self._typeref(c.retref, c.where)
 
     def _member(self, key, spec, mdocs, where, owner):
         optional = key.startswith('*')
@@ -659,6 +724,15 @@ def gen_source(schema):
             fields.append('.element = %s' % ref(t.element))
         out.append('    {\n        %s,\n    },\n' % ',\n        '.join(fields))
     out.append('};\n\nconst int qapi_schema_n_types = %d;\n' % len(types))
+
+    out.append('\nconst QapiCommand qapi_schema_commands[] = {\n')
+    for c in schema.commands:
+        out.append('    { .name = %s, .args = %s,\n      .returns = %s,\n      .doc = %s },\n'
+                   % (c_string(c.name), ref(c.args), ref(c.returns),
+                      c_string(plain_doc(c.doc))))
+    if not schema.commands:
+        out.append('    { .name = NULL },\n')
+    out.append('};\n\nconst int qapi_schema_n_commands = %d;\n' % len(schema.commands))
     return ''.join(out)
 
 
@@ -745,7 +819,7 @@ def member_rows(members):
 def gen_doc(schema):
     out = [DOC_INTRO]
     for t in schema.order:
-        if t.kind == 'array':
+        if t.kind == 'array' or t.implicit:
             continue
         out.append('\n## %s\n' % t.name)
         if t.doc:
@@ -769,6 +843,23 @@ def gen_doc(schema):
             for name, at in t.variants:
                 out.append('* %s (JSON %s): %s\n' % (doc_type_ref(at), at.describe(),
                                                      md_doc(t.alt_docs[name])))
+    if schema.commands:
+        out.append('\n## QMP commands\n\nThe commands the QMP monitor accepts, with their '
+                   'arguments (`"arguments"`) and what they return.\n')
+    for c in schema.commands:
+        out.append('\n### %s\n' % c.name)
+        if c.doc:
+            out.append('\n%s\n' % md_doc(c.doc))
+        if c.args.name == 'q_empty':
+            out.append('\nArguments: none.\n')
+        elif c.args.implicit:
+            out.append('\nArguments:\n\n' + '\n'.join(member_rows(c.args.members)) + '\n')
+        else:
+            out.append('\nArguments: the members of %s.\n' % doc_type_ref(c.args))
+        if c.returns.name == 'q_empty':
+            out.append('\nReturns: an empty object.\n')
+        else:
+            out.append('\nReturns: %s.\n' % doc_type_ref(c.returns))
     return ''.join(out)
 
 

@@ -57,6 +57,13 @@ JsonObject *qapi_parse_options(const char *text, const char *implied_key,
 bool qapi_check(const char *type_name, JsonObject *opts, bool from_keyval, Error **errp);
 
 /*
+ * Checks the "arguments" of QMP command name in place against the schema
+ * (JSON types, defaults filled). An unknown command is an error of class
+ * ERROR_CLASS_COMMAND_NOT_FOUND: "The command NAME has not been found".
+ */
+bool qapi_check_command(const char *name, JsonObject *args, Error **errp);
+
+/*
  * Expands -drive style shorthands (file=, format=, cache=, aio=, if=none,
  * plus any driver key) into a BlockdevOptions tree (format node over a file
  * node). Returns a new tree or NULL with errp.

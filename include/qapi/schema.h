@@ -30,6 +30,7 @@ typedef enum QapiBuiltin {
     QAPI_BUILTIN_SIZE,        /* byte count; keyval accepts suffixes; 0..INT64_MAX */
     QAPI_BUILTIN_BOOL,
     QAPI_BUILTIN_NUMBER,      /* double */
+    QAPI_BUILTIN_ANY,         /* any JSON value, unchecked */
 } QapiBuiltin;
 
 /* The values of an enum, indexed by the C enum constant; array[size] is NULL. */
@@ -91,6 +92,23 @@ struct QapiType {
 /* Every type, in schema order (builtins and implicit list types included). */
 extern const QapiType qapi_schema_types[];
 extern const int qapi_schema_n_types;
+
+/*
+ * A QMP command. args is a struct or union (implicit "q_obj_NAME-arg" for
+ * inline members, "q_empty" for none); returns is "q_empty" for nothing.
+ */
+typedef struct QapiCommand {
+    const char *name;
+    const QapiType *args;
+    const QapiType *returns;
+    const char *doc;
+} QapiCommand;
+
+extern const QapiCommand qapi_schema_commands[];
+extern const int qapi_schema_n_commands;
+
+/* The command called name, or NULL. */
+const QapiCommand *qapi_command_lookup(const char *name);
 
 /* The type called name, or NULL. */
 const QapiType *qapi_schema_lookup(const char *name);

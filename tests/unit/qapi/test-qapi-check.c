@@ -405,6 +405,48 @@ static void test_check_too_deep(void)
     g_string_free(s, TRUE);
 }
 
+static void check_command(const char *name, const char *args, const char *expect)
+{
+    JsonObject *obj = qapi_parse_json_object(args, &error_abort);
+    g_assert_true(qapi_check_command(name, obj, &error_abort));
+    g_autofree char *json = obj_to_json(obj);
+    g_assert_cmpstr(json, ==, expect);
+    json_object_unref(obj);
+}
+
+static void check_command_fail(const char *name, const char *args, const char *msg)
+{
+    Error *err = NULL;
+    JsonObject *obj = qapi_parse_json_object(args, &error_abort);
+    g_assert_false(qapi_check_command(name, obj, &err));
+    g_assert_nonnull(err);
+    g_assert_cmpint(error_get_class(err), ==, g_str_equal(msg, "The command nope has not been found") ?
+                    ERROR_CLASS_COMMAND_NOT_FOUND : ERROR_CLASS_GENERIC_ERROR);
+    assert_error(err, msg);
+    json_object_unref(obj);
+}
+
+static void test_check_commands(void)
+{
+    check_command("qmp_capabilities", "{}", "{}");
+    check_command("blockdev-del", "{\"node-name\":\"n0\"}", "{\"node-name\":\"n0\"}");
+    check_command("blockdev-add", "{\"driver\":\"null-co\",\"node-name\":\"n0\"}",
+                  "{\"driver\":\"null-co\",\"node-name\":\"n0\"," BASE_DEFAULTS ","
+                  "\"size\":1073741824,\"read-zeroes\":false,\"latency-ns\":0}");
+    check_command("object-add", "{\"qom-type\":\"iothread\",\"id\":\"io0\"}",
+                  "{\"qom-type\":\"iothread\",\"id\":\"io0\",\"poll-max-ns\":32768,"
+                  "\"poll-grow\":0,\"poll-shrink\":0,\"aio-max-batch\":0}");
+
+    check_command_fail("nope", "{}", "The command nope has not been found");
+    check_command_fail("quit", "{\"now\":true}", "Invalid parameter 'now'");
+    check_command_fail("blockdev-del", "{}", "Parameter 'node-name' is missing");
+    check_command_fail("blockdev-del", "{\"node-name\":1}",
+                       "Invalid parameter type for 'node-name', expected: string");
+    /* Commands take JSON: no keyval conversion. */
+    check_command_fail("blockdev-add", "{\"driver\":\"null-co\",\"size\":\"4k\"}",
+                       "Invalid parameter type for 'size', expected: size");
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -424,5 +466,6 @@ int main(int argc, char **argv)
     g_test_add_func("/qapi/check/objects", test_check_objects);
     g_test_add_func("/qapi/check/bad-type-name", test_check_bad_type_name);
     g_test_add_func("/qapi/check/too-deep", test_check_too_deep);
+    g_test_add_func("/qapi/check/commands", test_check_commands);
     return g_test_run();
 }

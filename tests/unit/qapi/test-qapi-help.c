@@ -135,7 +135,8 @@ static void test_introspect(void)
 {
     JsonNode *root = qapi_schema_introspect();
     JsonArray *types = json_node_get_array(root);
-    g_assert_cmpint(json_array_get_length(types), ==, qapi_schema_n_types);
+    g_assert_cmpint(json_array_get_length(types), ==,
+                    qapi_schema_n_types + qapi_schema_n_commands);
 
     JsonObject *t = find_type(types, "OnOffAuto");
     g_autofree char *s1 = obj_to_json(t);
@@ -172,6 +173,17 @@ static void test_introspect(void)
     g_assert_cmpstr(s4, ==, "{\"name\":\"BlkdebugInjectErrorOptionsList\",\"meta-type\":"
                     "\"array\",\"element-type\":\"BlkdebugInjectErrorOptions\",\"doc\":"
                     "\"A list of BlkdebugInjectErrorOptions.\"}");
+
+    t = find_type(types, "blockdev-del");
+    g_autofree char *s6 = obj_to_json(t);
+    g_assert_cmpstr(s6, ==, "{\"name\":\"blockdev-del\",\"meta-type\":\"command\","
+                    "\"arg-type\":\"q_obj_blockdev-del-arg\",\"ret-type\":\"q_empty\","
+                    "\"doc\":\"Deletes a block node that was created by blockdev-add and that"
+                    " nothing uses any more.\"}");
+    t = find_type(types, "q_obj_blockdev-del-arg");
+    g_assert_cmpint(json_array_get_length(json_object_get_array_member(t, "members")), ==, 1);
+    t = find_type(types, "query-version");
+    g_assert_cmpstr(json_object_get_string_member(t, "ret-type"), ==, "VersionInfo");
 
     t = find_type(types, "size");
     g_autofree char *s5 = obj_to_json(t);
