@@ -12,6 +12,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -441,6 +443,37 @@ static void test_short_read(Fixture *f)
     check_pattern(r, 0, size, 5);
     check_zero(r + size, size, len - size);
     free(r);
+}
+
+/*
+ * A short write is continued: with RLIMIT_FSIZE in the middle of a request
+ * the kernel writes up to the limit, and the continuation gets EFBIG, which
+ * must reach the callback (rather than success or -ENOSPC).
+ */
+static void test_short_write(Fixture *f)
+{
+    const uint64_t limit = 65536 + 4096, len = 131072;
+    struct rlimit old, lim;
+    uint8_t *w = alloc_buf(len), *c;
+    void (*old_handler)(int);
+    int r;
+
+    fill_pattern(w, 0, len, 29);
+    g_assert_cmpint(getrlimit(RLIMIT_FSIZE, &old), ==, 0);
+    lim = old;
+    lim.rlim_cur = limit;
+    old_handler = signal(SIGXFSZ, SIG_IGN);
+    g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &lim), ==, 0);
+    r = do_rw(f, RAW_AIO_WRITE, 0, w, len, 0);
+    g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &old), ==, 0);
+    signal(SIGXFSZ, old_handler);
+
+    g_assert_cmpint(r, ==, -EFBIG);
+    g_assert_cmpuint(file_size(f), ==, limit);
+    c = read_back(f, 0, limit);
+    check_pattern(c, 0, limit, 29);
+    free(c);
+    free(w);
 }
 
 static void test_flush(Fixture *f)
@@ -895,6 +928,7 @@ int main(int argc, char **argv)
         { "vectored-over-iov-max", test_vectored_over_iov_max },
         { "read-past-eof", test_read_past_eof },
         { "short-read", test_short_read },
+        { "short-write", test_short_write },
         { "flush", test_flush },
         { "discard", test_discard },
         { "write-zeroes", test_write_zeroes },
