@@ -168,6 +168,11 @@ uint32_t bdrv_request_alignment(BlockDriverState *bs);
  * registered pool when fixed buffers are active. Never NULL (aborts on OOM).
  */
 void *bdrv_blockalign(BlockDriverState *bs, size_t size);
+/*
+ * Frees a bdrv_blockalign() buffer. Free buffers before the node is closed
+ * or moved to another AioContext: a pooled buffer belongs to the engine
+ * instance of the node's context.
+ */
 void bdrv_blockalign_free(BlockDriverState *bs, void *buf, size_t size);
 
 /* ---- Accounting --------------------------------------------------------------- */

@@ -453,6 +453,45 @@ static void test_block_status(void)
     g_free(path);
 }
 
+/* detect-zeroes turns all-zero writes into write zeroes (with unmap: holes). */
+static void test_detect_zeroes(void)
+{
+    char *path = make_file(scratch_dir, "dz.img", 1 << 20);
+    Error *err = NULL;
+    BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,discard=unmap,"
+                                    "detect-zeroes=unmap", path);
+    g_assert_no_error(err);
+    char *buf = g_malloc(65536);
+    memset(buf, 3, 65536);
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 65536, buf, 0), ==, 0);
+    memset(buf, 0, 65536);
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 65536, buf, 0), ==, 0);
+    const BlockAcctStats *st = bdrv_get_stats(bs);
+    g_assert_cmpuint(st->nr_ops[BLOCK_ACCT_WRITE], ==, 1);
+    g_assert_cmpuint(st->nr_ops[BLOCK_ACCT_ZEROES], ==, 1);
+    int64_t pnum;
+    int status;
+    g_assert_cmpint(bdrv_block_status(bs, 0, 1 << 20, &pnum, &status), ==, 0);
+    g_assert_cmpint(status, ==, BDRV_BLOCK_ZERO);
+    g_assert_cmpint(pnum, ==, 1 << 20);
+    memset(buf, 9, 65536);
+    g_assert_cmpint(bdrv_pread(bs, 0, 65536, buf, 0), ==, 0);
+    for (int i = 0; i < 65536; i++) {
+        g_assert_cmpint(buf[i], ==, 0);
+    }
+    bdrv_unref(bs);
+
+    /* off (the default): a zero write is a write */
+    bs = open_fmt(&err, "driver=file,filename=%s", path);
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 4096, buf, 0), ==, 0);
+    g_assert_cmpuint(bdrv_get_stats(bs)->nr_ops[BLOCK_ACCT_WRITE], ==, 1);
+    g_assert_cmpuint(bdrv_get_stats(bs)->nr_ops[BLOCK_ACCT_ZEROES], ==, 0);
+    bdrv_unref(bs);
+    g_free(buf);
+    g_unlink(path);
+    g_free(path);
+}
+
 /* ---- reopen ------------------------------------------------------------------------------------ */
 
 static void test_reopen(void)
@@ -632,6 +671,7 @@ int main(int argc, char **argv)
     g_test_add_func("/file-posix/create", test_create);
     g_test_add_func("/file-posix/block-status", test_block_status);
     g_test_add_func("/file-posix/reopen", test_reopen);
+    g_test_add_func("/file-posix/detect-zeroes", test_detect_zeroes);
     g_test_add_func("/file-posix/host_device/loop", test_host_device);
     int ret = g_test_run();
     g_rmdir(scratch_dir);
