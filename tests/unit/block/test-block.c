@@ -12,6 +12,7 @@
 
 #include "block/block.h"
 #include "block/block_int.h"
+#include "util/iothread.h"
 
 static char *scratch_dir;
 
@@ -427,6 +428,123 @@ static void test_block_status_null(void)
     bdrv_unref(bs);
 }
 
+/* ---- limits: splitting at max_transfer, bouncing long vectors --------------------------- */
+
+static void test_split_and_bounce(void)
+{
+    char *path = make_file("split.img", 1 << 20, 0);
+    char *o = g_strdup_printf("driver=raw,file.driver=file,file.filename=%s", path);
+    BlockDriverState *bs = open_ok(o);
+    g_free(o);
+    BlockDriverState *file = bs->file;
+    /* Pretend the device takes at most 8 KiB and 4 segments per request. */
+    file->bl.max_transfer = 8192;
+    file->bl.max_iov = 4;
+    bdrv_io_refresh_limits(file);
+
+    enum { LEN = 100000 };
+    uint8_t *w = g_malloc(LEN), *r = g_malloc(LEN);
+    for (int i = 0; i < LEN; i++) {
+        w[i] = (uint8_t)(i * 31 + 7);
+    }
+    g_assert_cmpint(bdrv_pwrite(bs, 12345, LEN, w, 0), ==, 0);
+    const BlockAcctStats *st = bdrv_get_stats(file);
+    g_assert_cmpuint(st->nr_ops[BLOCK_ACCT_WRITE], ==, 1);      /* one request, many fragments */
+    g_assert_cmpint(bdrv_pread(bs, 12345, LEN, r, 0), ==, 0);
+    g_assert_cmpint(memcmp(w, r, LEN), ==, 0);
+
+    /* 50 segments > max_iov: bounced, still exact */
+    IOVector q;
+    iovector_init(&q, 4);
+    for (int i = 0; i < 50; i++) {
+        iovector_add(&q, r + i * 2000, 2000);
+    }
+    memset(r, 0, LEN);
+    g_assert_cmpint(bdrv_preadv(bs, 12345, &q, 0), ==, 0);
+    g_assert_cmpint(memcmp(w, r, LEN), ==, 0);
+    g_assert_cmpint(bdrv_pwritev(bs, 500000, &q, 0), ==, 0);
+    memset(r, 0, LEN);
+    g_assert_cmpint(bdrv_pread(bs, 500000, LEN, r, 0), ==, 0);
+    g_assert_cmpint(memcmp(w, r, LEN), ==, 0);
+    iovector_destroy(&q);
+
+    /* independent check of the file */
+    char *data;
+    gsize len;
+    g_assert_true(g_file_get_contents(path, &data, &len, NULL));
+    g_assert_cmpint(memcmp(data + 12345, w, LEN), ==, 0);
+    g_assert_cmpint(memcmp(data + 500000, w, LEN), ==, 0);
+    g_assert_cmpint(data[12344], ==, 0);
+    g_assert_cmpint(data[12345 + LEN], ==, 0);
+    g_free(data);
+    g_free(w);
+    g_free(r);
+    bdrv_unref(bs);
+    g_unlink(path);
+    g_free(path);
+}
+
+/* ---- a format over a file, moved to an IOThread ----------------------------------------- */
+
+static void test_chain_iothread(void)
+{
+    char *path = make_file("chain.img", 1 << 20, 0x22);
+    char *o = g_strdup_printf("driver=raw,node-name=top,file.driver=file,file.filename=%s,"
+                              "file.node-name=bottom", path);
+    BlockDriverState *bs = open_ok(o);
+    g_free(o);
+    Error *err = NULL;
+    IOThread *iot = iothread_new("chain-io", &err);
+    g_assert_no_error(err);
+    AioContext *ctx = iothread_get_aio_context(iot);
+
+    g_assert_cmpint(bdrv_set_aio_context(bs, ctx, &err), ==, 0);
+    g_assert_true(bdrv_get_aio_context(bs) == ctx);
+    g_assert_true(bdrv_get_aio_context(bdrv_find_node("bottom")) == ctx);
+
+    /* sync helpers from the main thread, the node in the iothread */
+    char buf[5000];
+    memset(buf, 0x33, sizeof(buf));
+    g_assert_cmpint(bdrv_pwrite(bs, 777, sizeof(buf), buf, 0), ==, 0);
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+    memset(buf, 0, sizeof(buf));
+    g_assert_cmpint(bdrv_pread(bs, 776, 2, buf, 0), ==, 0);
+    g_assert_cmpint(buf[0], ==, 0x22);
+    g_assert_cmpint(buf[1], ==, 0x33);
+    bdrv_drain_all();
+
+    /* close while it lives in the iothread */
+    bdrv_unref(bs);
+    g_assert_null(bdrv_find_node("bottom"));
+    iothread_destroy(iot);
+
+    char *data;
+    gsize len;
+    g_assert_true(g_file_get_contents(path, &data, &len, NULL));
+    g_assert_cmpint(data[777], ==, 0x33);
+    g_assert_cmpint(data[777 + 4999], ==, 0x33);
+    g_assert_cmpint(data[777 + 5000], ==, 0x22);
+    g_free(data);
+    g_unlink(path);
+    g_free(path);
+}
+
+/* A node whose child is shared with another parent cannot move. */
+static void test_move_shared_child(void)
+{
+    BlockDriverState *base = open_ok("driver=null-co,node-name=shared");
+    BlockDriverState *a = open_ok("{\"driver\": \"raw\", \"file\": \"shared\"}");
+    Error *err = NULL;
+    IOThread *iot = iothread_new("shared-io", &err);
+    g_assert_cmpint(bdrv_set_aio_context(a, iothread_get_aio_context(iot), &err), ==, -EBUSY);
+    g_assert_nonnull(strstr(error_get_pretty(err), "is shared"));
+    g_clear_error(&err);
+    g_assert_true(bdrv_get_aio_context(a) == aio_context_main());
+    bdrv_unref(a);
+    bdrv_unref(base);
+    iothread_destroy(iot);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -444,6 +562,9 @@ int main(int argc, char **argv)
     g_test_add_func("/null/read-zeroes", test_null_read_zeroes);
     g_test_add_func("/null/latency", test_null_latency);
     g_test_add_func("/null/many-in-flight", test_null_many);
+    g_test_add_func("/block/request/split-and-bounce", test_split_and_bounce);
+    g_test_add_func("/block/aio-context/chain-to-iothread", test_chain_iothread);
+    g_test_add_func("/block/aio-context/shared-child", test_move_shared_child);
     g_test_add_func("/raw/slice", test_raw_slice);
     g_test_add_func("/raw/nested", test_raw_nested);
     g_test_add_func("/blkdebug/inject-error", test_blkdebug);
