@@ -8,9 +8,12 @@
  * aio_wait_kick() first reads an atomic count so the common no-waiter case
  * costs one load.
  */
+#include <pthread.h>
+
 #include "aio-internal.h"
 
-static GMutex waiters_lock;
+/* pthread (not GMutex) so ThreadSanitizer sees the synchronisation. */
+static pthread_mutex_t waiters_lock = PTHREAD_MUTEX_INITIALIZER;
 static GPtrArray *waiters;        /* AioContext *, one entry per active wait */
 static int num_waiters;           /* atomic */
 
@@ -19,24 +22,24 @@ void aio_wait_begin(void)
     AioContext *ctx = aio_context_current();
 
     aio_context_ref(ctx);
-    g_mutex_lock(&waiters_lock);
+    pthread_mutex_lock(&waiters_lock);
     if (!waiters) {
         waiters = g_ptr_array_new();
     }
     g_ptr_array_add(waiters, ctx);
     /* Seq-cst with the kicker's fence: a kick after our cond check sees us. */
     __atomic_fetch_add(&num_waiters, 1, __ATOMIC_SEQ_CST);
-    g_mutex_unlock(&waiters_lock);
+    pthread_mutex_unlock(&waiters_lock);
 }
 
 void aio_wait_end(void)
 {
     AioContext *ctx = aio_context_current();
 
-    g_mutex_lock(&waiters_lock);
+    pthread_mutex_lock(&waiters_lock);
     g_ptr_array_remove_fast(waiters, ctx);
     __atomic_fetch_sub(&num_waiters, 1, __ATOMIC_SEQ_CST);
-    g_mutex_unlock(&waiters_lock);
+    pthread_mutex_unlock(&waiters_lock);
     aio_context_unref(ctx);
 }
 
@@ -47,11 +50,11 @@ void aio_wait_kick(void)
     if (!__atomic_load_n(&num_waiters, __ATOMIC_RELAXED)) {
         return;
     }
-    g_mutex_lock(&waiters_lock);
+    pthread_mutex_lock(&waiters_lock);
     for (guint i = 0; i < waiters->len; i++) {
         aio_notify(g_ptr_array_index(waiters, i));
     }
-    g_mutex_unlock(&waiters_lock);
+    pthread_mutex_unlock(&waiters_lock);
 }
 
 bool aio_wait_poll_other(AioContext *ctx)

@@ -4,6 +4,7 @@
  * runs first; after the loop ends the thread runs non-blocking iterations
  * until nothing is left to do.
  */
+#include <pthread.h>
 #include <unistd.h>
 
 #include "aio-internal.h"
@@ -15,8 +16,8 @@ struct IOThread {
     GThread *thread;
     int tid;
     bool stopping;        /* set by the stop BH in the thread itself */
-    GMutex lock;          /* start handshake */
-    GCond cond;
+    pthread_mutex_t lock; /* start handshake (pthread: visible to ThreadSanitizer) */
+    pthread_cond_t cond;
     bool started;
 };
 
@@ -25,11 +26,11 @@ static gpointer iothread_run(gpointer opaque)
     IOThread *iothread = opaque;
 
     aio_context_set_current(iothread->ctx);
-    g_mutex_lock(&iothread->lock);
+    pthread_mutex_lock(&iothread->lock);
     iothread->tid = (int)gettid();
     iothread->started = true;
-    g_cond_signal(&iothread->cond);
-    g_mutex_unlock(&iothread->lock);
+    pthread_cond_signal(&iothread->cond);
+    pthread_mutex_unlock(&iothread->lock);
 
     while (!iothread->stopping) {
         aio_poll(iothread->ctx, true);
@@ -58,25 +59,25 @@ IOThread *iothread_new(const char *id, Error **errp)
     iothread = g_new0(IOThread, 1);
     iothread->id = g_strdup(id);
     iothread->ctx = ctx;
-    g_mutex_init(&iothread->lock);
-    g_cond_init(&iothread->cond);
+    pthread_mutex_init(&iothread->lock, NULL);
+    pthread_cond_init(&iothread->cond, NULL);
 
     iothread->thread = g_thread_try_new(id, iothread_run, iothread, &gerr);
     if (!iothread->thread) {
         error_setg(errp, "Cannot start IOThread '%s': %s", id, gerr->message);
         g_error_free(gerr);
         aio_context_unref(ctx);
-        g_mutex_clear(&iothread->lock);
-        g_cond_clear(&iothread->cond);
+        pthread_mutex_destroy(&iothread->lock);
+        pthread_cond_destroy(&iothread->cond);
         g_free(iothread->id);
         g_free(iothread);
         return NULL;
     }
-    g_mutex_lock(&iothread->lock);
+    pthread_mutex_lock(&iothread->lock);
     while (!iothread->started) {
-        g_cond_wait(&iothread->cond, &iothread->lock);
+        pthread_cond_wait(&iothread->cond, &iothread->lock);
     }
-    g_mutex_unlock(&iothread->lock);
+    pthread_mutex_unlock(&iothread->lock);
     return iothread;
 }
 
@@ -135,8 +136,8 @@ void iothread_destroy(IOThread *iothread)
     aio_bh_schedule_oneshot(iothread->ctx, iothread_stop_bh, iothread);
     g_thread_join(iothread->thread);
     aio_context_unref(iothread->ctx);
-    g_mutex_clear(&iothread->lock);
-    g_cond_clear(&iothread->cond);
+    pthread_mutex_destroy(&iothread->lock);
+    pthread_cond_destroy(&iothread->cond);
     g_free(iothread->id);
     g_free(iothread);
 }
