@@ -222,7 +222,8 @@ static void bench_cb(void *opaque, int ret)
         }
         return;
     }
-    if (!b->plugged) {
+    /* At depth 1 a burst is one request: plugging would only cost. */
+    if (!b->plugged && b->depth > 1) {
         bdrv_io_plug(b->bs);
         b->plugged = true;
     }
