@@ -555,22 +555,41 @@ static struct io_uring_sqe *luring_get_sqe(LuringEngine *e)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(e->sq_ring);
 
-    /* Shared ring: its other user may have filled the SQ; push it out. */
-    while (G_UNLIKELY(!sqe) && e->shared) {
-        int ret = io_uring_submit(e->sq_ring);
+    while (G_UNLIKELY(!sqe)) {
+        int ret;
 
+        /*
+         * Shared ring: its other user may have filled the SQ; push it out.
+         * SQPOLL: the SQ thread posts the CQEs of a batch before it
+         * advances the SQ head (io_submit_sqes: flush completions, then
+         * commit the head), so a slot we counted free may still look taken
+         * for a moment: publish our SQEs (waking the thread if it sleeps)
+         * and wait for space. Without SQPOLL the in-flight cap guarantees
+         * a free SQE.
+         */
+        g_assert(e->shared || e->sqpoll);
+        ret = io_uring_submit(e->sq_ring);
+        if (ret >= 0 && e->sqpoll) {
+            ret = io_uring_sqring_wait(e->sq_ring);
+        }
         if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
-            g_error("io_uring: submitting on the fd monitor's ring: %s", strerror(-ret));
+            g_error("io_uring: no free SQE: %s", strerror(-ret));
         }
         sqe = io_uring_get_sqe(e->sq_ring);
     }
-    g_assert(sqe);      /* own ring: the in-flight cap guarantees a free SQE */
     return sqe;
 }
 
 /* Fills the SQE(s) for req's current step; the caller checked space. */
 static void luring_fill_sqes(LuringEngine *e, RawAioReq *req)
 {
+    if (G_UNLIKELY(e->sqpoll) && luring_sqes_needed(req) == 2) {
+        /* Both halves of a link must go out together (see luring_get_sqe). */
+        while (io_uring_sq_space_left(&e->ring) < 2) {
+            io_uring_submit(&e->ring);
+            io_uring_sqring_wait(&e->ring);
+        }
+    }
     struct io_uring_sqe *sqe = luring_get_sqe(e);
     uint64_t st = req->engine_u64[0];
 
