@@ -755,6 +755,50 @@ static void test_sqpoll(void)
     close(fd);
 }
 
+/*
+ * SQPOLL at a tiny depth with page-cache hits: the SQ thread posts CQEs
+ * before it commits the SQ head, so freed slots lag behind completions.
+ * Reads and FUA writes (two linked SQEs) must all complete correctly.
+ */
+static void test_sqpoll_full_ring(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    int fd = make_file("sqfull", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(512 * 512);
+    g_autofree TestReq *t = g_new0(TestReq, 512);
+    int count = 0;
+
+    cfg.sqpoll = true;
+    cfg.sq_thread_idle_ms = 1;
+    cfg.queue_depth = 4;
+    e = create_engine(&cfg);
+    for (int round = 0; round < 4; round++) {
+        count = 0;
+        for (int i = 0; i < 512; i++) {
+            bool w = i % 3 == 0;
+
+            if (w) {
+                memset(buf + i * 512, round, 512);
+            }
+            prep(&t[i], w ? RAW_AIO_WRITE : RAW_AIO_READ, fd, -1,
+                 (uint64_t)i * 512, buf + i * 512, 512);
+            t[i].req.flags = w ? RAW_AIO_FUA : 0;
+            t[i].counter = &count;
+            g_assert_cmpint(raw_aio_submit(e, &t[i].req), ==, 0);
+        }
+        wait_count(&count, 512);
+        for (int i = 0; i < 512; i++) {
+            g_assert_cmpint(t[i].ret, ==, 0);
+            if (i % 3 && round == 0) {
+                check_pattern(buf + i * 512, (uint64_t)i * 512, 512);
+            }
+        }
+    }
+    ops->destroy(e);
+    close(fd);
+}
+
 static void test_iopoll_refused(void)
 {
     RawAioConfig cfg = default_cfg();
@@ -1085,6 +1129,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/fixed-buffers", test_fixed_buffers);
     g_test_add_func("/io_uring/memlock", test_memlock);
     g_test_add_func("/io_uring/sqpoll-wakeup", test_sqpoll);
+    g_test_add_func("/io_uring/sqpoll-full-ring", test_sqpoll_full_ring);
     g_test_add_func("/io_uring/iopoll-refused", test_iopoll_refused);
     g_test_add_func("/io_uring/restrict", test_restrict);
     g_test_add_func("/io_uring/destroy-inflight", test_destroy_inflight);
