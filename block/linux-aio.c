@@ -174,6 +174,7 @@ static void laio_to_pool(LinuxAioEngine *s, RawAioReq *req)
     thread_pool_submit(s->pool, laio_pool_work, req, laio_pool_done, req);
 }
 
+/* Completes req with ret from a bottom half (never from within submit). */
 static void laio_fail_later(LinuxAioEngine *s, RawAioReq *req, int ret)
 {
     req->engine_u64[0] = (uint64_t)(int64_t)ret;
@@ -318,6 +319,11 @@ static void laio_flush_batch(LinuxAioEngine *s)
                    (req->flags & RAW_AIO_FUA) && !s->no_rw_flags) {
             s->no_rw_flags = true;      /* no RWF_DSYNC for AIO: write + fdatasync in the pool */
             laio_to_pool(s, req);
+        } else if (r == -EINVAL && req->type == RAW_AIO_READ && req->done > 0 &&
+                   raw_aio_fd_offset_at_eof(req->fd, req->offset + req->done)) {
+            /* A continuation at an unaligned EOF refused up front: still EOF. */
+            raw_aio_iov_memset_from(req->iov, req->niov, req->done);
+            laio_fail_later(s, req, 0);
         } else {
             laio_fail_later(s, req, r);
         }
