@@ -268,8 +268,13 @@ static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerReadyList *ready,
     if (ctx->fdmon_uring.foreign_count == ctx->fdmon_uring.foreign_cap) {
         timeout_ns = 0;   /* dispatch what we hold before taking more */
     }
-    if (timeout_ns == 0) {
-        /* Just look: enter only to submit or to flush an overflowed CQ. */
+    if (timeout_ns == 0 || io_uring_cq_ready(ring)) {
+        /*
+         * Just look (or CQEs are already there: no need to sleep). Enter
+         * only to submit or to flush an overflowed CQ; a multishot poll's
+         * CQE posted when this thread signalled its own eventfd is usually
+         * here already, making the iteration syscall-free.
+         */
         ret = 0;
         if (io_uring_sq_ready(ring) || io_uring_cq_has_overflow(ring)) {
             ret = io_uring_submit_and_get_events(ring);
