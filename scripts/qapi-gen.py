@@ -869,7 +869,6 @@ def main():
     ap.add_argument('-o', '--output-dir')
     ap.add_argument('--doc')
     ap.add_argument('--check-doc')
-    ap.add_argument('--depfile')
     ap.add_argument('schema')
     args = ap.parse_args()
     try:
@@ -883,10 +882,6 @@ def main():
             path = os.path.join(args.output_dir, name)
             with open(path, 'w', encoding='utf-8') as f:
                 f.write(text)
-    if args.depfile and args.output_dir:
-        with open(args.depfile, 'w', encoding='utf-8') as f:
-            f.write('%s: %s\n' % (os.path.join(args.output_dir, 'qapi-types.h'),
-                                  ' '.join(schema.files)))
     if args.doc:
         with open(args.doc, 'w', encoding='utf-8') as f:
             f.write(gen_doc(schema))
