@@ -572,53 +572,156 @@ int bdrv_create_file(const char *filename, int64_t size, const char *prealloc,
 
 /* ---- reopen ---------------------------------------------------------------------------- */
 
-int bdrv_reopen(BlockDriverState *bs, JsonObject *changes, Error **errp)
+/* A boolean option value as reopen accepts it: JSON bool or keyval on/off. */
+static bool reopen_bool(JsonNode *n, const char *name, bool *out, Error **errp)
 {
-    static const char *const generic_keys[] = {
-        "read-only", "cache", "node-name", "driver",
-    };
-    bool ro = bdrv_opt_bool(changes, "read-only", bs->read_only);
-    bool direct = bdrv_opt_bool(changes, "cache.direct", bs->cache_direct);
-    bool no_flush = bdrv_opt_bool(changes, "cache.no-flush", bs->cache_no_flush);
-    const char *drv_name = bdrv_opt_str(changes, "driver", NULL);
-    const char *name = bdrv_opt_str(changes, "node-name", NULL);
+    if (JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_BOOLEAN) {
+        *out = json_node_get_boolean(n);
+        return true;
+    }
+    if (JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING) {
+        const char *v = json_node_get_string(n);
+        if (!strcmp(v, "on") || !strcmp(v, "off")) {
+            *out = !strcmp(v, "on");
+            return true;
+        }
+    }
+    error_setg(errp, "Parameter '%s' expects 'on' or 'off'", name);
+    return false;
+}
 
-    if (drv_name && strcmp(drv_name, bs->drv->format_name)) {
-        error_setg(errp, "Cannot change the option 'driver'");
-        return -EINVAL;
-    }
-    if (name && strcmp(name, bs->node_name)) {
-        error_setg(errp, "Cannot change the option 'node-name'");
-        return -EINVAL;
-    }
-    /* Keys neither generic nor handled by a driver of the chain are refused. */
+/*
+ * Checks the changes meant for one node (prefix: its dotted path, "" or
+ * "file.") and computes its new generic values, starting from inherited
+ * ones. Keys that are neither generic nor an option the node was opened
+ * with are refused; the driver's prepare decides about its own options.
+ */
+static bool reopen_node_values(BlockDriverState *bs, JsonObject *changes, const char *prefix,
+                               BDRVReopenState *st, JsonObject **child_changes,
+                               Error **errp)
+{
+    const char *ckey = bs->drv->child_key ? bs->drv->child_key : "file";
     JsonObjectIter it;
     const char *key;
     JsonNode *member;
+
+    *child_changes = NULL;
+    if (!changes) {
+        return true;
+    }
     json_object_iter_init(&it, changes);
     while (json_object_iter_next(&it, &key, &member)) {
-        bool known = false;
-        for (size_t i = 0; i < G_N_ELEMENTS(generic_keys); i++) {
-            known |= !strcmp(key, generic_keys[i]);
-        }
-        if (!known && !bs->drv->bdrv_reopen_prepare) {
-            error_setg(errp, "Cannot change the option '%s'", key);
-            return -EINVAL;
+        g_autofree char *name = g_strconcat(prefix, key, NULL);
+        if (!strcmp(key, "read-only")) {
+            if (!reopen_bool(member, name, &st->read_only, errp)) {
+                return false;
+            }
+        } else if (!strcmp(key, "cache")) {
+            if (!JSON_NODE_HOLDS_OBJECT(member)) {
+                error_setg(errp, "Invalid parameter type for '%s', expected: object", name);
+                return false;
+            }
+            JsonObjectIter cit;
+            const char *ckey2;
+            JsonNode *cm;
+            json_object_iter_init(&cit, json_node_get_object(member));
+            while (json_object_iter_next(&cit, &ckey2, &cm)) {
+                g_autofree char *cname = g_strconcat(name, ".", ckey2, NULL);
+                bool v;
+                if (strcmp(ckey2, "direct") && strcmp(ckey2, "no-flush")) {
+                    error_setg(errp, "Cannot change the option '%s'", cname);
+                    return false;
+                }
+                if (!reopen_bool(cm, cname, &v, errp)) {
+                    return false;
+                }
+                if (!strcmp(ckey2, "direct")) {
+                    st->cache_direct = v;
+                } else {
+                    st->cache_no_flush = v;
+                }
+            }
+        } else if (!strcmp(key, "driver") || !strcmp(key, "node-name")) {
+            const char *cur = !strcmp(key, "driver") ? bs->drv->format_name : bs->node_name;
+            const char *v = JSON_NODE_HOLDS_VALUE(member) &&
+                            json_node_get_value_type(member) == G_TYPE_STRING ?
+                            json_node_get_string(member) : NULL;
+            if (!v || strcmp(v, cur)) {
+                error_setg(errp, "Cannot change the option '%s'", name);
+                return false;
+            }
+        } else if (!strcmp(key, ckey) && bs->file && JSON_NODE_HOLDS_OBJECT(member)) {
+            *child_changes = json_node_get_object(member);
+        } else if (!bs->drv->bdrv_reopen_prepare || !bs->options ||
+                   !json_object_has_member(bs->options, key)) {
+            error_setg(errp, "Cannot change the option '%s'", name);
+            return false;
         }
     }
+    return true;
+}
 
-    bdrv_drain(bs);
-
-    /* Prepare every node of the chain (the same values go down), then commit all. */
+int bdrv_reopen(BlockDriverState *bs, JsonObject *changes, Error **errp)
+{
     int n = 0;
     for (BlockDriverState *b = bs; b; b = b->file) {
         n++;
     }
     BDRVReopenState *st = g_new0(BDRVReopenState, n);
+
+    /*
+     * New values, node by node: a node's own changes win; otherwise it
+     * inherits what its parent's changes set; otherwise it keeps its own.
+     */
+    JsonObject *node_changes = changes;
+    GString *prefix = g_string_new("");
     int i = 0, ret = 0;
     for (BlockDriverState *b = bs; b; b = b->file, i++) {
-        st[i] = (BDRVReopenState){ .bs = b, .read_only = ro, .cache_direct = direct,
-                                   .cache_no_flush = no_flush, .changes = changes };
+        st[i] = (BDRVReopenState){ .bs = b, .read_only = b->read_only,
+                                   .cache_direct = b->cache_direct,
+                                   .cache_no_flush = b->cache_no_flush,
+                                   .changes = node_changes };
+        if (i > 0) {
+            JsonObject *pc = st[i - 1].changes;
+            if (pc && json_object_has_member(pc, "read-only")) {
+                st[i].read_only = st[i - 1].read_only;
+            }
+            if (bdrv_opt_has(pc, "cache.direct")) {
+                st[i].cache_direct = st[i - 1].cache_direct;
+            }
+            if (bdrv_opt_has(pc, "cache.no-flush")) {
+                st[i].cache_no_flush = st[i - 1].cache_no_flush;
+            }
+        }
+        JsonObject *child_changes;
+        if (!reopen_node_values(b, node_changes, prefix->str, &st[i], &child_changes, errp)) {
+            ret = -EINVAL;
+            break;
+        }
+        node_changes = child_changes;
+        g_string_append_printf(prefix, "%s.", b->drv->child_key ? b->drv->child_key : "file");
+    }
+    g_string_free(prefix, TRUE);
+    if (ret == 0) {
+        for (int j = 1; j < n; j++) {
+            if (!st[j - 1].read_only && st[j].read_only) {
+                error_setg(errp, "Cannot make node '%s' read-write: its file '%s' stays read-only",
+                           st[j - 1].bs->node_name, st[j].bs->node_name);
+                ret = -EINVAL;
+                break;
+            }
+        }
+    }
+    if (ret < 0) {
+        g_free(st);
+        return ret;
+    }
+
+    bdrv_drain(bs);
+
+    /* Prepare every node of the chain, then commit all (or abort those prepared). */
+    for (i = 0; i < n; i++) {
+        BlockDriverState *b = st[i].bs;
         if (b->drv->bdrv_reopen_prepare) {
             ret = b->drv->bdrv_reopen_prepare(&st[i], errp);
             if (ret < 0) {
@@ -640,9 +743,9 @@ int bdrv_reopen(BlockDriverState *bs, JsonObject *changes, Error **errp)
         if (b->drv->bdrv_reopen_commit) {
             b->drv->bdrv_reopen_commit(&st[j]);
         }
-        b->read_only = ro;
-        b->cache_direct = direct;
-        b->cache_no_flush = no_flush;
+        b->read_only = st[j].read_only;
+        b->cache_direct = st[j].cache_direct;
+        b->cache_no_flush = st[j].cache_no_flush;
         bdrv_refresh_limits(b);
     }
     g_free(st);

@@ -591,6 +591,25 @@ static void raw_aio_complete(void *opaque, int ret)
     bdrv_req_done(opaque, ret);
 }
 
+/*
+ * A write padded to the O_DIRECT alignment at the unaligned end of a file
+ * grows the file to the aligned size; put the size back, so the image keeps
+ * its length. Only when the file ends exactly where our write did (nobody
+ * else grew it meanwhile).
+ */
+static void raw_aio_complete_tail(void *opaque, int ret)
+{
+    BdrvRequest *req = opaque;
+    BlockDriverState *bs = req->bs;
+    BDRVRawState *s = bs->opaque;
+    struct stat st;
+    if (fstat(s->fd, &st) == 0 && st.st_size == req->offset + req->bytes &&
+        st.st_size > bs->total_bytes && ftruncate(s->fd, bs->total_bytes) < 0 && ret == 0) {
+        ret = -errno;
+    }
+    bdrv_req_done(req, ret);
+}
+
 static inline int raw_submit(BlockDriverState *bs, BdrvRequest *req, RawAioType type,
                              unsigned flags)
 {
@@ -605,6 +624,10 @@ static inline int raw_submit(BlockDriverState *bs, BdrvRequest *req, RawAioType 
     r->iov = req->iov;
     r->niov = req->niov;
     r->cb = raw_aio_complete;
+    if (G_UNLIKELY(req->offset + req->bytes > bs->total_bytes) && !s->blkdev &&
+        type == RAW_AIO_WRITE) {
+        r->cb = raw_aio_complete_tail;
+    }
     r->opaque = req;
     r->done = 0;
     r->next = NULL;
@@ -753,7 +776,15 @@ static int raw_regular_truncate(int fd, int64_t offset, const char *prealloc, Er
         return -err;
     }
     if (!strcmp(prealloc, "full") && offset > cur) {
+        /* Plain buffered writes: the fd may be O_DIRECT (drained; restored below). */
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0 && (fl & O_DIRECT)) {
+            fcntl(fd, F_SETFL, fl & ~O_DIRECT);
+        }
         int r = raw_write_zeroes_range(fd, cur, offset);
+        if (fl >= 0 && (fl & O_DIRECT)) {
+            fcntl(fd, F_SETFL, fl);
+        }
         if (r < 0) {
             error_setg_errno(errp, -r, "Could not write zeros for preallocation");
             if (ftruncate(fd, cur) < 0) {

@@ -336,9 +336,16 @@ static void test_eof(Fixture *f)
     g_assert_cmpint(bdrv_pread(f->bs, 10000, 1, buf, 0), ==, -EIO);
     g_assert_cmpint(bdrv_pwrite(f->bs, 9999, 2, buf, 0), ==, -EIO);
 
-    /* a misaligned write in the last, partial block */
+    /* a misaligned write in the last, partial block; the file keeps its size */
     write_gen(f, 9990, 10, 3);
     check_range(f, 8000, 2000);
+    g_assert_cmpint(bdrv_pwrite_zeroes(f->bs, 9995, 5, 0), ==, 0);
+    memset(f->model + 9995, 0, 5);
+    check_range(f, 8000, 2000);
+    struct stat st;
+    g_assert_cmpint(fstat(f->check_fd, &st), ==, 0);
+    g_assert_cmpint(st.st_size, ==, 10000);
+    g_assert_cmpint(bdrv_getlength(f->bs), ==, 10000);
 }
 
 /* Write zeroes (all flag combinations, aligned and not) and discard. */

@@ -499,7 +499,7 @@ static void test_reopen(void)
     char *path = make_file(scratch_dir, "reopen.img", 65536);
     Error *err = NULL;
     BlockDriverState *bs = open_fmt(&err, "driver=raw,file.driver=file,file.filename=%s,"
-                                    "read-only=on", path);
+                                    "read-only=on,node-name=top,file.node-name=bottom", path);
     g_assert_no_error(err);
     char buf[4096];
     memset(buf, 7, sizeof(buf));
@@ -536,6 +536,43 @@ static void test_reopen(void)
     g_clear_error(&err);
     g_assert_false(bdrv_is_read_only(bs));
     g_assert_cmpint(bdrv_pwrite(bs, 2000, 1000, buf, 0), ==, 0);
+
+    /* unknown keys and bad values, also for the child; keyval strings accepted */
+    static const struct { const char *json, *msg; } bad[] = {
+        { "{\"bogus\": \"1\"}", "Cannot change the option 'bogus'" },
+        { "{\"cache\": {\"direct\": \"maybe\"}}",
+          "Parameter 'cache.direct' expects 'on' or 'off'" },
+        { "{\"cache\": {\"other\": \"on\"}}", "Cannot change the option 'cache.other'" },
+        { "{\"file\": {\"bogus\": \"on\"}}", "Cannot change the option 'file.bogus'" },
+        { "{\"file\": {\"read-only\": \"yes\"}}",
+          "Parameter 'file.read-only' expects 'on' or 'off'" },
+        { "{\"file\": {\"read-only\": \"on\"}}",
+          "Cannot make node 'top' read-write: its file 'bottom' stays read-only" },
+        { "{\"file\": {\"driver\": \"host_device\"}}",
+          "Cannot change the option 'file.driver'" },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        JsonParser *p = json_parser_new();
+        g_assert_true(json_parser_load_from_data(p, bad[i].json, -1, NULL));
+        JsonObject *o = json_node_get_object(json_parser_get_root(p));
+        g_assert_cmpint(bdrv_reopen(bs, o, &err), ==, -EINVAL);
+        g_assert_cmpstr(error_get_pretty(err), ==, bad[i].msg);
+        g_clear_error(&err);
+        g_object_unref(p);
+    }
+    g_assert_false(bdrv_is_read_only(bs));
+
+    /* a change for the child only */
+    {
+        JsonParser *p = json_parser_new();
+        g_assert_true(json_parser_load_from_data(p, "{\"file\": {\"cache\": {\"direct\": \"off\"}}}",
+                                                 -1, NULL));
+        g_assert_cmpint(bdrv_reopen(bs, json_node_get_object(json_parser_get_root(p)), &err),
+                        ==, 0);
+        g_assert_no_error(err);
+        g_object_unref(p);
+        g_assert_cmpuint(bdrv_request_alignment(bs), ==, 1);
+    }
 
     json_object_unref(c);
     c = json_object_new();
