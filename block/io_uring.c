@@ -73,6 +73,17 @@
 #define LURING_FILE_SLOTS         1024
 #define LURING_PAGE               4096u
 
+/*
+ * Turning the eventfd off (IORING_CQ_EVENTFD_DISABLED) and on again needs
+ * the kernel to order its "post work, then look at the disabled bit" with a
+ * full barrier, which its locked RMW gives on x86 only.
+ */
+#if defined(__x86_64__) || defined(__i386__)
+#define LURING_EVENTFD_TOGGLE 1
+#else
+#define LURING_EVENTFD_TOGGLE 0
+#endif
+
 #ifndef container_of
 #define container_of(ptr, type, member) \
     ((type *)((char *)(ptr) - offsetof(type, member)))
@@ -109,6 +120,7 @@ typedef struct LuringEngine {
     unsigned plugged;
     unsigned reaping;                  /* nesting depth of luring_reap() */
     bool submit_bh_pending;
+    bool polling;                      /* the loop busy-polls us: eventfd off */
     bool destroying;
 
     RawAioReq *ovf_head, *ovf_tail;    /* waiting for free SQEs, FIFO */
@@ -971,7 +983,11 @@ static void luring_handle_cqe(LuringEngine *e, uint64_t ud, int res)
  */
 static void luring_run_task_work(LuringEngine *e)
 {
-#if defined(__x86_64__) || defined(__i386__)
+#if LURING_EVENTFD_TOGGLE
+    if (e->polling) {
+        io_uring_get_events(&e->ring);      /* the eventfd is off already */
+        return;
+    }
     if (e->defer_taskrun && e->reaping == 1) {
         do {
             io_uring_cq_eventfd_toggle(&e->ring, false);
@@ -1016,26 +1032,59 @@ static void luring_reap(LuringEngine *e)
     }
 }
 
-static void luring_completion_cb(EventNotifier *n)
+/* The eventfd handler: registered as a plain fd handler so that opaque is us. */
+static void luring_fd_read(void *opaque)
 {
-    LuringEngine *e = container_of(n, LuringEngine, notifier);
+    LuringEngine *e = opaque;
 
-    event_notifier_test_and_clear(n);
+    event_notifier_test_and_clear(&e->notifier);
     luring_reap(e);
 }
 
-static bool luring_poll_cb(EventNotifier *n)
+static inline bool luring_has_work(LuringEngine *e)
 {
-    LuringEngine *e = container_of(n, LuringEngine, notifier);
-
     return io_uring_cq_ready(&e->ring) ||
            (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN));
 }
 
-static void luring_poll_ready(EventNotifier *n)
+/* Busy poll: a look at the CQ tail and the task-work flag, no syscall. */
+static bool luring_fd_poll(void *opaque)
 {
-    luring_reap(container_of(n, LuringEngine, notifier));
+    return luring_has_work(opaque);
 }
+
+static void luring_fd_poll_ready(void *opaque)
+{
+    luring_reap(opaque);
+}
+
+#if LURING_EVENTFD_TOGGLE
+/*
+ * While the loop busy-polls us, completions need no eventfd signal (each
+ * costs the kernel an eventfd write and us a later spurious wakeup and
+ * read). Re-enabled before the loop sleeps; work that arrived meanwhile is
+ * caught by the look after the barrier (see luring_run_task_work()).
+ */
+static void luring_poll_begin(void *opaque)
+{
+    LuringEngine *e = opaque;
+
+    e->polling = true;
+    io_uring_cq_eventfd_toggle(&e->ring, false);
+}
+
+static void luring_poll_end(void *opaque)
+{
+    LuringEngine *e = opaque;
+
+    e->polling = false;
+    io_uring_cq_eventfd_toggle(&e->ring, true);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (luring_has_work(e)) {
+        event_notifier_set(&e->notifier);   /* rare: completed while disabled */
+    }
+}
+#endif
 
 static void luring_submit_bh(void *opaque)
 {
@@ -1810,8 +1859,16 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
     e->submit_bh = aio_bh_new(ctx, luring_submit_bh, e);
     e->done_bh = aio_bh_new(ctx, luring_done_bh, e);
     e->iopoll_bh = aio_bh_new(ctx, luring_iopoll_bh, e);
-    aio_set_event_notifier(ctx, &e->notifier, false, luring_completion_cb,
-                           luring_poll_cb, luring_poll_ready);
+    aio_set_fd_handler(ctx, event_notifier_get_fd(&e->notifier), false, luring_fd_read,
+                       NULL, luring_fd_poll, luring_fd_poll_ready, e);
+#if LURING_EVENTFD_TOGGLE
+    /* Measured no gain (docs/devel/io_uring.md): opt-in for further study. */
+    if (getenv("RINGBLK_IO_URING_POLL_EVENTFD") &&
+        !strcmp(getenv("RINGBLK_IO_URING_POLL_EVENTFD"), "off")) {
+        aio_set_fd_poll(ctx, event_notifier_get_fd(&e->notifier), luring_poll_begin,
+                        luring_poll_end);
+    }
+#endif
     luring_inject_from_env(e);
     return &e->base;
 
@@ -1853,7 +1910,8 @@ static void luring_destroy(RawAioEngine *base)
             luring_done_bh(e);
         }
         if (!e->shared) {
-            aio_set_event_notifier(base->ctx, &e->notifier, false, NULL, NULL, NULL);
+            aio_set_fd_handler(base->ctx, event_notifier_get_fd(&e->notifier), false,
+                               NULL, NULL, NULL, NULL, NULL);
         }
         aio_bh_delete(e->submit_bh);
         aio_bh_delete(e->done_bh);
