@@ -42,6 +42,7 @@ struct AioHandler {
     bool deleted;             /* removed; freed once no dispatch loop can see it */
     bool poll_ready;          /* busy polling found work: dispatch io_poll_ready */
     bool edge_safe;           /* handler always drains its fd (event notifiers) */
+    bool bad_fd;              /* the fd was closed while registered: not watched */
     IOHandler *io_read;
     IOHandler *io_write;
     AioPollFn *io_poll;
@@ -218,7 +219,6 @@ struct AioContext {
         FdMonForeignCqe *foreign;         /* ring buffer of copied CQEs */
         unsigned foreign_head, foreign_count, foreign_cap;
         bool warned_foreign;
-        bool warned_ebadf;
         struct __kernel_timespec ts;      /* timeout SQE argument (old liburing) */
     } fdmon_uring;
 #endif
@@ -236,6 +236,12 @@ struct AioContext {
 /* Adds node to ready with revents (taking it off a nested caller's list). */
 void aio_add_ready_handler(AioHandlerReadyList *ready, AioHandler *node,
                            int revents);
+/*
+ * A backend found node's fd closed while registered (POLLNVAL, EBADF): warn
+ * and stop watching it, so a blocking aio_poll() does not spin on it. May be
+ * called from a backend's wait(), not from its update().
+ */
+void aio_handler_fd_invalid(AioContext *ctx, AioHandler *node);
 /* Frees a removed handler unless the backend still references it. */
 void aio_handler_free(AioContext *ctx, AioHandler *node);
 /* Switches backend; all registered handlers move. */

@@ -54,7 +54,8 @@ static void aio_remove_ready_handler(AioHandler *node)
 static int aio_node_wanted_events(AioContext *ctx, AioHandler *node)
 {
     int events = 0;
-    if (node->deleted || (node->is_external && ctx->external_disable_cnt)) {
+    if (node->deleted || node->bad_fd ||
+        (node->is_external && ctx->external_disable_cnt)) {
         return 0;
     }
     if (node->io_read || node->io_poll_ready) {
@@ -93,6 +94,17 @@ static void aio_node_sync_events(AioContext *ctx, AioHandler *node)
         g_source_remove_unix_fd(&ctx->source, node->gsource_tag);
         node->gsource_tag = NULL;
     }
+}
+
+void aio_handler_fd_invalid(AioContext *ctx, AioHandler *node)
+{
+    if (node->bad_fd || node->deleted) {
+        return;
+    }
+    warn_report("event loop: fd %d was closed while its handler was registered; "
+                "no longer watching it", node->fd);
+    node->bad_fd = true;
+    aio_node_sync_events(ctx, node);
 }
 
 void aio_handler_free(AioContext *ctx, AioHandler *node)
@@ -177,6 +189,7 @@ static void aio_set_fd_handler_common(AioContext *ctx, int fd, bool is_external,
     node->opaque = opaque;
     node->en = NULL;
     node->edge_safe = false;
+    node->bad_fd = false;     /* re-registering is how a caller says "new fd" */
 
     if (had_poll && !io_poll) {
         LIST_REMOVE(node, poll_node);

@@ -191,9 +191,6 @@ static void fdmon_uring_poll_cqe(AioContext *ctx, AioHandlerReadyList *ready,
     } else if (res == -EINVAL && node->uring_multishot) {
         /* Multishot poll rejected (kernel older than it claims): one-shot from now. */
         ctx->fdmon_uring.have_multishot = false;
-    } else if (res == -EBADF && !ctx->fdmon_uring.warned_ebadf) {
-        ctx->fdmon_uring.warned_ebadf = true;
-        warn_report("io_uring fd monitor: fd %d was closed while registered", node->fd);
     }
     if (!final) {
         return;
@@ -202,7 +199,9 @@ static void fdmon_uring_poll_cqe(AioContext *ctx, AioHandlerReadyList *ready,
     if (node->uring_zombie) {
         LIST_REMOVE(node, node);
         g_free(node);
-    } else if (node->fdmon_events && res != -EBADF) {
+    } else if (res == -EBADF) {
+        aio_handler_fd_invalid(ctx, node);    /* not re-armed */
+    } else if (node->fdmon_events) {
         fdmon_uring_arm(ctx, node);
     }
 }

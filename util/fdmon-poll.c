@@ -77,7 +77,10 @@ static int fdmon_poll_wait(AioContext *ctx, AioHandlerReadyList *ready, int64_t 
     }
     for (unsigned i = 0; i < ctx->fdmon_poll.n && found < ret; i++) {
         short revents = ctx->fdmon_poll.pfds[i].revents;
-        if (revents) {
+        if (revents & POLLNVAL) {
+            aio_handler_fd_invalid(ctx, ctx->fdmon_poll.nodes[i]);
+            found++;
+        } else if (revents) {
             aio_add_ready_handler(ready, ctx->fdmon_poll.nodes[i], revents);
             found++;
         }

@@ -5,8 +5,9 @@
  * IOThread). Everything registered with it — fd handlers, event notifiers,
  * timers, bottom halves — is dispatched in that thread by aio_poll(). The
  * only functions that may be called from any thread are aio_notify(),
- * aio_bh_schedule(), aio_bh_schedule_oneshot(), aio_context_ref/unref() and
- * aio_wait_bh_oneshot(); everything else must run in the owning thread.
+ * aio_bh_schedule(), aio_bh_schedule_oneshot(), aio_context_ref/unref(),
+ * aio_wait_bh_oneshot() and aio_wait_kick(); everything else must run in the
+ * owning thread.
  *
  * File descriptors are monitored by an FdMon backend (util/fdmon-*.c): poll
  * for few fds, epoll for many, io_uring when chosen. See docs/devel/event-loop.md.

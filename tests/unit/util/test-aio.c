@@ -587,6 +587,33 @@ static void test_fd_add_in_dispatch(const void *data)
     aio_context_unref(ctx);
 }
 
+
+/* A handler whose fd was closed behind the loop's back is dropped, not spun on. */
+static void test_fd_closed_while_registered(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    FdData d;
+    TimerData t = { 0 };
+    int fd;
+
+    fd_data_init(&d, ctx);
+    fd = d.e.fd;
+    aio_set_fd_handler(ctx, fd, false, fd_read_cb, NULL, NULL, NULL, &d);
+    g_assert_false(aio_poll(ctx, false));
+    event_notifier_cleanup(&d.e);             /* caller bug: closed, still registered */
+    for (int i = 0; i < 3; i++) {
+        g_assert_false(aio_poll(ctx, false));
+    }
+    aio_timer_init(&t.timer, ctx, AIO_CLOCK_MONOTONIC, timer_cb, &t);
+    aio_timer_mod_ns(&t.timer, aio_clock_get_ns(AIO_CLOCK_MONOTONIC) + 2000000);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(t.fired, ==, 1);
+    g_assert_cmpint(d.reads, ==, 0);
+    aio_set_fd_handler(ctx, fd, false, NULL, NULL, NULL, NULL, NULL);
+    g_assert_false(aio_poll(ctx, false));
+    aio_context_unref(ctx);
+}
+
 /* ---- external handlers ----------------------------------------------------------------- */
 
 typedef struct {
@@ -1363,6 +1390,7 @@ int main(int argc, char **argv)
     add_fdmon_test("add-in-dispatch", test_fd_add_in_dispatch);
     add_per_fdmon("/aio/external/nested", test_external_nested);
     add_fdmon_test("many", test_fd_many);
+    add_fdmon_test("closed-while-registered", test_fd_closed_while_registered);
     add_fdmon_test("change-events", test_fd_change_events);
     add_per_fdmon("/aio/bh/cross-thread-stress", test_bh_cross_thread_stress);
     add_per_fdmon("/aio/poll/busy", test_poll_busy);
