@@ -143,6 +143,17 @@ char *img_size_to_str(uint64_t bytes)
     return g_strdup_printf("%0.3g %s", v, units[i]);
 }
 
+void img_keyval_append(GString *out, const char *key, const char *value)
+{
+    g_string_append_printf(out, ",%s=", key);
+    for (const char *p = value; *p; p++) {
+        if (*p == ',') {
+            g_string_append_c(out, ',');
+        }
+        g_string_append_c(out, *p);
+    }
+}
+
 void img_json_string(GString *out, const char *s)
 {
     g_string_append_c(out, '"');

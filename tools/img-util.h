@@ -38,6 +38,12 @@ bool img_parse_int(const char *value, int64_t min, int64_t max, int64_t *out);
  */
 char *img_size_to_str(uint64_t bytes);
 
+/*
+ * Appends ",key=value" to out, doubling commas in value as keyval syntax
+ * requires (so file names with commas survive).
+ */
+void img_keyval_append(GString *out, const char *key, const char *value);
+
 /* Appends s as a JSON string literal (quoted and escaped). */
 void img_json_string(GString *out, const char *s);
 

@@ -79,18 +79,6 @@ bool img_check_aio_mode(const char *mode)
     return true;
 }
 
-/* Appends ",key=value" to out, doubling commas as keyval escaping requires. */
-static void append_kv(GString *out, const char *key, const char *value)
-{
-    g_string_append_printf(out, ",%s=", key);
-    for (const char *p = value; *p; p++) {
-        if (*p == ',') {
-            g_string_append_c(out, ',');
-        }
-        g_string_append_c(out, *p);
-    }
-}
-
 /* Appends the leaves of a keyval tree as ",prefix.dotted.key=value". */
 static void append_tree(GString *out, const char *prefix, JsonObject *obj)
 {
@@ -102,7 +90,7 @@ static void append_tree(GString *out, const char *prefix, JsonObject *obj)
         if (JSON_NODE_HOLDS_OBJECT(n)) {
             append_tree(out, key, json_node_get_object(n));
         } else if (JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING) {
-            append_kv(out, key, json_node_get_string(n));
+            img_keyval_append(out, key, json_node_get_string(n));
         }
         g_free(key);
     }
@@ -162,10 +150,10 @@ BlockDriverState *img_open(const char *filename, const ImgOpenOpts *o, Error **e
         struct stat st;
         bool blk = stat(filename, &st) == 0 && S_ISBLK(st.st_mode);
         g_string_append_printf(text, "driver=%s", o->fmt ? o->fmt : "raw");
-        append_kv(text, "file.driver", blk ? "host_device" : "file");
-        append_kv(text, "file.filename", filename);
+        img_keyval_append(text, "file.driver", blk ? "host_device" : "file");
+        img_keyval_append(text, "file.filename", filename);
         if (o->aio) {
-            append_kv(text, "file.aio", o->aio);
+            img_keyval_append(text, "file.aio", o->aio);
         }
         const char *cache = o->cache ? o->cache : "writeback";
         if (!strcmp(cache, "none") || !strcmp(cache, "directsync")) {

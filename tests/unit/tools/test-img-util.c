@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "img-util.h"
+#include "qapi/qapi.h"
 
 static void check_size(const char *s, int want_ret, uint64_t want)
 {
@@ -125,6 +126,27 @@ static void test_json_string(void)
     g_string_free(s, TRUE);
 }
 
+static void test_keyval_append(void)
+{
+    GString *s = g_string_new("driver=raw");
+    img_keyval_append(s, "file.filename", "/tmp/a,b=c,,d.img");
+    img_keyval_append(s, "file.aio", "io_uring");
+    img_keyval_append(s, "empty", "");
+    g_assert_cmpstr(s->str, ==,
+                    "driver=raw,file.filename=/tmp/a,,b=c,,,,d.img,file.aio=io_uring,empty=");
+
+    /* The option parser reads back exactly what was escaped. */
+    Error *err = NULL;
+    JsonObject *kv = keyval_parse(s->str, NULL, &err);
+    g_assert_no_error(err);
+    JsonObject *file = json_object_get_object_member(kv, "file");
+    g_assert_cmpstr(json_object_get_string_member(file, "filename"), ==, "/tmp/a,b=c,,d.img");
+    g_assert_cmpstr(json_object_get_string_member(file, "aio"), ==, "io_uring");
+    g_assert_cmpstr(json_object_get_string_member(kv, "empty"), ==, "");
+    json_object_unref(kv);
+    g_string_free(s, TRUE);
+}
+
 static void test_hist_buckets(void)
 {
     /* Buckets tile the whole range without gaps or overlaps. */
@@ -220,6 +242,7 @@ int main(int argc, char **argv)
     g_test_add_func("/tools/img/size-to-str", test_size_to_str);
     g_test_add_func("/tools/img/parse-int", test_int);
     g_test_add_func("/tools/img/json-string", test_json_string);
+    g_test_add_func("/tools/img/keyval-append", test_keyval_append);
     g_test_add_func("/tools/img/hist/buckets", test_hist_buckets);
     g_test_add_func("/tools/img/hist/percentiles", test_hist_percentiles);
     g_test_add_func("/tools/img/rand", test_rand);
