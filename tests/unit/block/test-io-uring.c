@@ -1023,6 +1023,60 @@ static void test_shared_fua(void)
     close(fd);
 }
 
+/*
+ * A DEFER_TASKRUN ring used from a thread other than its creator (a
+ * contract violation) fails the request with an error; no hang, no crash.
+ */
+typedef struct WrongThread {
+    RawAioEngine *e;
+    TestReq *t;
+    int ret;
+} WrongThread;
+
+static void *wrong_thread_fn(void *opaque)
+{
+    WrongThread *w = opaque;
+
+    w->ret = raw_aio_submit(w->e, &w->t->req);
+    return NULL;
+}
+
+static void test_wrong_thread(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e = create_engine(&cfg);
+    int fd = make_file("wrongthread", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(4096);
+    LuringInfo info;
+    WrongThread w;
+    GThread *th;
+    TestReq t;
+
+    luring_get_info(e, &info);
+    if (!info.defer_taskrun) {
+        g_test_skip("no DEFER_TASKRUN here");
+        ops->destroy(e);
+        close(fd);
+        return;
+    }
+    prep(&t, RAW_AIO_READ, fd, -1, 0, buf, 4096);
+    w = (WrongThread){ .e = e, .t = &t, .ret = 1 };
+    th = g_thread_new("wrong", wrong_thread_fn, &w);
+    g_thread_join(th);
+    g_assert_cmpint(w.ret, ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, -EEXIST);
+
+    /* The ring still works from its own thread. */
+    prep(&t, RAW_AIO_READ, fd, -1, 4096, buf, 4096);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    check_pattern(buf, 4096, 4096);
+    ops->destroy(e);
+    close(fd);
+}
+
 /* ---- Availability ------------------------------------------------------------------- */
 
 static void disable_env_child(void)
@@ -1134,6 +1188,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/restrict", test_restrict);
     g_test_add_func("/io_uring/destroy-inflight", test_destroy_inflight);
     g_test_add_func("/io_uring/taskrun/default-defer", test_default_defer);
+    g_test_add_func("/io_uring/taskrun/wrong-thread", test_wrong_thread);
     g_test_add_data_func("/io_uring/taskrun/plain/rw", test_read_write, run_plain);
     g_test_add_data_func("/io_uring/taskrun/plain/short-read", test_short_read, run_plain);
     g_test_add_data_func("/io_uring/taskrun/plain/overflow", test_overflow, run_plain);
