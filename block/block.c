@@ -661,6 +661,49 @@ static bool reopen_node_values(BlockDriverState *bs, JsonObject *changes, const 
     return true;
 }
 
+typedef struct ReopenRun {
+    BDRVReopenState *st;
+    int n;
+    int ret;
+    Error *err;
+} ReopenRun;
+
+/* Prepares every node of the chain, then commits all (or aborts those prepared). */
+static void reopen_in_ctx(void *opaque)
+{
+    ReopenRun *run = opaque;
+    BDRVReopenState *st = run->st;
+    int i, ret = 0;
+    for (i = 0; i < run->n; i++) {
+        BlockDriverState *b = st[i].bs;
+        if (b->drv->bdrv_reopen_prepare) {
+            ret = b->drv->bdrv_reopen_prepare(&st[i], &run->err);
+            if (ret < 0) {
+                break;
+            }
+        }
+    }
+    run->ret = ret;
+    if (ret < 0) {
+        for (int j = i - 1; j >= 0; j--) {
+            if (st[j].bs->drv->bdrv_reopen_abort) {
+                st[j].bs->drv->bdrv_reopen_abort(&st[j]);
+            }
+        }
+        return;
+    }
+    for (int j = run->n - 1; j >= 0; j--) {
+        BlockDriverState *b = st[j].bs;
+        if (b->drv->bdrv_reopen_commit) {
+            b->drv->bdrv_reopen_commit(&st[j]);
+        }
+        b->read_only = st[j].read_only;
+        b->cache_direct = st[j].cache_direct;
+        b->cache_no_flush = st[j].cache_no_flush;
+        bdrv_refresh_limits(b);
+    }
+}
+
 int bdrv_reopen(BlockDriverState *bs, JsonObject *changes, Error **errp)
 {
     int n = 0;
@@ -718,38 +761,14 @@ int bdrv_reopen(BlockDriverState *bs, JsonObject *changes, Error **errp)
     }
 
     bdrv_drain(bs);
-
-    /* Prepare every node of the chain, then commit all (or abort those prepared). */
-    for (i = 0; i < n; i++) {
-        BlockDriverState *b = st[i].bs;
-        if (b->drv->bdrv_reopen_prepare) {
-            ret = b->drv->bdrv_reopen_prepare(&st[i], errp);
-            if (ret < 0) {
-                break;
-            }
-        }
-    }
-    if (ret < 0) {
-        for (int j = i - 1; j >= 0; j--) {
-            if (st[j].bs->drv->bdrv_reopen_abort) {
-                st[j].bs->drv->bdrv_reopen_abort(&st[j]);
-            }
-        }
-        g_free(st);
-        return ret;
-    }
-    for (int j = n - 1; j >= 0; j--) {
-        BlockDriverState *b = st[j].bs;
-        if (b->drv->bdrv_reopen_commit) {
-            b->drv->bdrv_reopen_commit(&st[j]);
-        }
-        b->read_only = st[j].read_only;
-        b->cache_direct = st[j].cache_direct;
-        b->cache_no_flush = st[j].cache_no_flush;
-        bdrv_refresh_limits(b);
-    }
+    /* The drivers touch their engine instance: run in the node's thread. */
+    ReopenRun run = { .st = st, .n = n };
+    aio_wait_bh_oneshot(bs->ctx, reopen_in_ctx, &run);
     g_free(st);
-    return 0;
+    if (run.ret < 0) {
+        error_propagate(errp, run.err);
+    }
+    return run.ret;
 }
 
 /* ---- AioContext moves -------------------------------------------------------------------- */

@@ -513,6 +513,19 @@ static void test_chain_iothread(void)
     g_assert_cmpint(buf[1], ==, 0x33);
     bdrv_drain_all();
 
+    /* reopen while it lives in the iothread (the engine is touched there) */
+    JsonObject *c = json_object_new();
+    JsonObject *cache = json_object_new();
+    json_object_set_boolean_member(cache, "direct", true);
+    json_object_set_object_member(c, "cache", cache);
+    g_assert_cmpint(bdrv_reopen(bs, c, &err), ==, 0);
+    g_assert_no_error(err);
+    json_object_unref(c);
+    g_assert_cmpuint(bdrv_request_alignment(bs), >=, 512);
+    char again[10];
+    memset(again, 0x33, sizeof(again));
+    g_assert_cmpint(bdrv_pwrite(bs, 777, 10, again, 0), ==, 0);
+
     /* close while it lives in the iothread */
     bdrv_unref(bs);
     g_assert_null(bdrv_find_node("bottom"));
