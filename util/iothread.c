@@ -107,6 +107,31 @@ bool iothread_set_poll_params(IOThread *iothread, int64_t max_ns, int64_t grow,
     return true;
 }
 
+typedef struct {
+    AioContext *ctx;
+    AioFdMonType type;
+    bool ok;
+    Error *err;
+} IOThreadSetFdMon;
+
+static void iothread_set_fdmon_bh(void *opaque)
+{
+    IOThreadSetFdMon *p = opaque;
+    p->ok = aio_context_set_fdmon(p->ctx, p->type, &p->err);
+}
+
+bool iothread_set_fdmon(IOThread *iothread, AioFdMonType type, Error **errp)
+{
+    IOThreadSetFdMon p = { .ctx = iothread->ctx, .type = type };
+
+    aio_wait_bh_oneshot(iothread->ctx, iothread_set_fdmon_bh, &p);
+    if (!p.ok) {
+        error_propagate(errp, p.err);
+        error_prepend(errp, "IOThread '%s': ", iothread->id);
+    }
+    return p.ok;
+}
+
 AioContext *iothread_get_aio_context(IOThread *iothread)
 {
     return iothread->ctx;

@@ -55,7 +55,8 @@ void aio_context_unref(AioContext *ctx);
 
 /*
  * Selects the fd monitor. Must be called with no fd registered or from the
- * owning thread between aio_poll() calls; handlers move to the new backend.
+ * owning thread between aio_poll() calls (a BH or handler callback is fine
+ * too); handlers move to the new backend.
  * AIO_FDMON_IO_URING fails with a message naming the cause when io_uring is
  * unavailable (not compiled in, io_uring_disabled, seccomp).
  */

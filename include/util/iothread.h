@@ -21,6 +21,8 @@ IOThread *iothread_new(const char *id, Error **errp);
 /* Busy-poll parameters (see aio_context_set_poll_params); any thread. */
 bool iothread_set_poll_params(IOThread *iothread, int64_t max_ns, int64_t grow,
                               int64_t shrink, Error **errp);
+/* Selects the context's fd monitor (aio_context_set_fdmon), in the thread; any thread. */
+bool iothread_set_fdmon(IOThread *iothread, AioFdMonType type, Error **errp);
 AioContext *iothread_get_aio_context(IOThread *iothread);
 const char *iothread_get_id(IOThread *iothread);
 /* The thread's kernel thread id (gettid). */

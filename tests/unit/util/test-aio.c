@@ -1153,6 +1153,52 @@ static void test_fdmon_explicit_switch(void)
     aio_context_unref(ctx);
 }
 
+
+typedef struct {
+    FdData fd;
+    int next;             /* index into fdmons of the monitor to switch to */
+} SwitchData;
+
+static void switch_read_cb(void *opaque)
+{
+    SwitchData *sw = opaque;
+    Error *err = NULL;
+
+    fd_read_cb(&sw->fd);
+    /* io_uring may be unavailable: then the switch fails and nothing moves */
+    if (!aio_context_set_fdmon(sw->fd.ctx, fdmons[sw->next].type, &err)) {
+        error_free(err);
+    }
+    sw->next = (sw->next + 1) % G_N_ELEMENTS(fdmons);
+}
+
+/* Switching from inside a handler, with another fd ready in the same wait. */
+static void test_fdmon_switch_in_callback(void)
+{
+    AioContext *ctx = aio_context_new(&error_abort);
+    SwitchData sw = { .next = 1 };
+    FdData other;
+
+    fd_data_init(&sw.fd, ctx);
+    fd_data_init(&other, ctx);
+    aio_set_fd_handler(ctx, sw.fd.e.fd, false, switch_read_cb, NULL, NULL, NULL, &sw);
+    aio_set_fd_handler(ctx, other.e.fd, false, fd_read_cb, NULL, NULL, NULL, &other);
+    for (int i = 1; i <= 6; i++) {
+        event_notifier_set(&sw.fd.e);
+        event_notifier_set(&other.e);
+        while (sw.fd.reads < i || other.reads < i) {
+            aio_poll(ctx, true);
+        }
+        g_assert_cmpint(sw.fd.reads, ==, i);
+        g_assert_cmpint(other.reads, ==, i);
+    }
+    aio_set_fd_handler(ctx, sw.fd.e.fd, false, NULL, NULL, NULL, NULL, NULL);
+    aio_set_fd_handler(ctx, other.e.fd, false, NULL, NULL, NULL, NULL, NULL);
+    event_notifier_cleanup(&sw.fd.e);
+    event_notifier_cleanup(&other.e);
+    aio_context_unref(ctx);
+}
+
 /* ---- GSource ------------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -1404,6 +1450,7 @@ int main(int argc, char **argv)
     g_test_add_func("/aio/fdmon/io_uring/foreign-cqe", test_io_uring_foreign);
 #endif
     g_test_add_func("/aio/fdmon/switch-explicit", test_fdmon_explicit_switch);
+    g_test_add_func("/aio/fdmon/switch-in-callback", test_fdmon_switch_in_callback);
     g_test_add_func("/aio/fdmon/epoll/sticky", test_fdmon_epoll_sticky);
     g_test_add_func("/aio/fdmon/epoll/regular-file-falls-back", test_fdmon_epoll_regular_file);
     return g_test_run();

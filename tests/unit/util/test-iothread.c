@@ -1,6 +1,7 @@
 /*
  * IOThread and cross-thread waiting: aio_wait_bh_oneshot(), AIO_WAIT_WHILE()
- * across threads, BHs scheduled into an IOThread, clean shutdown.
+ * across threads, BHs scheduled into an IOThread, clean shutdown. Each test
+ * runs with the IOThread's context on every fd monitor (path suffix).
  */
 #include <sys/syscall.h>
 #include <string.h>
@@ -16,6 +17,41 @@ typedef struct {
     int count;                 /* atomic */
 } ThreadInfo;
 
+typedef struct {
+    const char *name;
+    AioFdMonType type;
+} FdMon;
+
+static const FdMon fdmons[] = {
+    { "poll", AIO_FDMON_POLL },
+    { "epoll", AIO_FDMON_EPOLL },
+    { "io_uring", AIO_FDMON_IO_URING },
+};
+
+/* An IOThread on the fd monitor `data`, or NULL after g_test_skip(). */
+static IOThread *iothread_on(const char *id, const void *data)
+{
+    const FdMon *mon = data;
+    IOThread *t = iothread_new(id, &error_abort);
+    Error *err = NULL;
+
+    if (!iothread_set_fdmon(t, mon->type, &err)) {
+        g_assert_true(g_str_has_prefix(error_get_pretty(err), "IOThread '"));
+        g_test_skip(error_get_pretty(err));
+        error_free(err);
+        iothread_destroy(t);
+        return NULL;
+    }
+    g_assert_cmpstr(aio_context_fdmon_name(iothread_get_aio_context(t)), ==, mon->name);
+    return t;
+}
+
+#define IOTHREAD_OR_SKIP(t, id, data)          \
+    IOThread *t = iothread_on(id, data);       \
+    if (!t) {                                  \
+        return;                                \
+    }
+
 static void record_thread(void *opaque)
 {
     ThreadInfo *info = opaque;
@@ -23,9 +59,9 @@ static void record_thread(void *opaque)
     info->in_thread = aio_context_in_thread(info->ctx);
 }
 
-static void test_iothread_basic(void)
+static void test_iothread_basic(const void *data)
 {
-    IOThread *t = iothread_new("io0", &error_abort);
+    IOTHREAD_OR_SKIP(t, "io0", data);
     ThreadInfo info = { .ctx = iothread_get_aio_context(t) };
 
     g_assert_cmpstr(iothread_get_id(t), ==, "io0");
@@ -52,9 +88,9 @@ static void count_bh(void *opaque)
 }
 
 /* Everything scheduled before iothread_destroy() runs before the thread ends. */
-static void test_iothread_destroy_runs_pending(void)
+static void test_iothread_destroy_runs_pending(const void *data)
 {
-    IOThread *t = iothread_new("io1", &error_abort);
+    IOTHREAD_OR_SKIP(t, "io1", data);
     ThreadInfo info = { .ctx = iothread_get_aio_context(t) };
 
     for (int i = 0; i < 100; i++) {
@@ -85,9 +121,9 @@ static void arm_timer_bh(void *opaque)
 }
 
 /* The main thread waits for a condition that the IOThread changes later. */
-static void test_aio_wait_while_cross_thread(void)
+static void test_aio_wait_while_cross_thread(const void *data)
 {
-    IOThread *t = iothread_new("io2", &error_abort);
+    IOTHREAD_OR_SKIP(t, "io2", data);
     AioContext *ctx = iothread_get_aio_context(t);
     WaitData w = { 0 };
     bool waited;
@@ -100,9 +136,9 @@ static void test_aio_wait_while_cross_thread(void)
     iothread_destroy(t);
 }
 
-static void test_iothread_poll_params(void)
+static void test_iothread_poll_params(const void *data)
 {
-    IOThread *t = iothread_new("io3", &error_abort);
+    IOTHREAD_OR_SKIP(t, "io3", data);
     Error *err = NULL;
 
     g_assert_true(iothread_set_poll_params(t, 32768, 2, 2, &error_abort));
@@ -124,10 +160,22 @@ static void test_iothread_bad_id(void)
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
-    g_test_add_func("/iothread/basic", test_iothread_basic);
-    g_test_add_func("/iothread/destroy-runs-pending-bhs", test_iothread_destroy_runs_pending);
-    g_test_add_func("/iothread/aio-wait-while", test_aio_wait_while_cross_thread);
-    g_test_add_func("/iothread/poll-params", test_iothread_poll_params);
+    for (size_t i = 0; i < G_N_ELEMENTS(fdmons); i++) {
+        static const struct {
+            const char *path;
+            GTestDataFunc fn;
+        } tests[] = {
+            { "/iothread/basic", test_iothread_basic },
+            { "/iothread/destroy-runs-pending-bhs", test_iothread_destroy_runs_pending },
+            { "/iothread/aio-wait-while", test_aio_wait_while_cross_thread },
+            { "/iothread/poll-params", test_iothread_poll_params },
+        };
+        for (size_t j = 0; j < G_N_ELEMENTS(tests); j++) {
+            char *path = g_strdup_printf("%s/%s", tests[j].path, fdmons[i].name);
+            g_test_add_data_func(path, &fdmons[i], tests[j].fn);
+            g_free(path);
+        }
+    }
     g_test_add_func("/iothread/bad-id", test_iothread_bad_id);
     return g_test_run();
 }
