@@ -960,7 +960,7 @@ static int64_t check_zero_tail(BlockDriverState *bs, const char *name, int64_t o
                          g_strerror(-r));
             return -2;
         }
-        if (pnum > COMPARE_CHUNK) {
+        if (!(status & BDRV_BLOCK_ZERO) && pnum > COMPARE_CHUNK) {
             pnum = COMPARE_CHUNK;
         }
         if (!(status & BDRV_BLOCK_ZERO)) {
@@ -1084,7 +1084,9 @@ static int img_compare(int argc, char **argv)
             goto out;
         }
         int64_t n = p1 < p2 ? p1 : p2;
-        if (n > COMPARE_CHUNK) {
+        bool both_zero = (s1 & BDRV_BLOCK_ZERO) && (s2 & BDRV_BLOCK_ZERO);
+        /* Only ranges that are read need to fit the buffer; zero ranges go in one step. */
+        if (!both_zero && n > COMPARE_CHUNK) {
             n = COMPARE_CHUNK;
         }
         if (strict && s1 != s2) {
@@ -1095,7 +1097,7 @@ static int img_compare(int argc, char **argv)
             goto out;
         }
         /* Ranges that read as zeroes in both need no reading. */
-        if (!((s1 & BDRV_BLOCK_ZERO) && (s2 & BDRV_BLOCK_ZERO))) {
+        if (!both_zero) {
             r = bdrv_pread(bs1, off, n, buf1, 0);
             if (r < 0) {
                 error_report("Error while reading offset %" PRId64 " of %s: %s", off, n1,
@@ -1335,10 +1337,12 @@ static int img_convert(int argc, char **argv)
                          g_strerror(-r));
             goto out;
         }
-        if (pnum > CONVERT_CHUNK) {
+        bool zero_range = (status & BDRV_BLOCK_ZERO) && sparse;
+        /* Data is copied through the buffer; a zero range is one step (one write-zeroes at most). */
+        if (pnum > CONVERT_CHUNK && (!zero_range || !out_zero)) {
             pnum = CONVERT_CHUNK;
         }
-        if ((status & BDRV_BLOCK_ZERO) && sparse) {
+        if (zero_range) {
             if (!out_zero) {
                 r = bdrv_pwrite_zeroes(out, off, pnum, BDRV_REQ_MAY_UNMAP);
                 if (r < 0) {
