@@ -623,7 +623,8 @@ static int req_check(BlockDriverState *bs, BdrvRequest *req)
     if (req->flags & ~allowed) {
         return -EINVAL;
     }
-    if (req->type != BDRV_REQ_TYPE_READ && bs->read_only) {
+    if (req->type != BDRV_REQ_TYPE_READ && req->type != BDRV_REQ_TYPE_FLUSH &&
+        bs->read_only) {
         return -EPERM;
     }
     if (req->type == BDRV_REQ_TYPE_FLUSH) {
@@ -681,7 +682,8 @@ static void bdrv_submit(BlockDriverState *bs, BdrvReqType type, int64_t offset, 
     const int64_t al = bs->bl.request_alignment;
     switch (type) {
     case BDRV_REQ_TYPE_FLUSH:
-        if (bs->cache_no_flush) {
+        /* Nothing to flush on a read-only node (QEMU answers 0 too). */
+        if (bs->cache_no_flush || bs->read_only) {
             bdrv_req_done_later(req, 0);
         } else {
             req_dispatch(req);
