@@ -32,23 +32,31 @@ img="$scratch/demo.img"
 # reads reach the device instead of returning zeroes for holes.
 "$img_tool" create -q -f raw -o preallocation=full "$img" "$DEMO_SIZE"
 
-# One JSON run; prints "iops ns_per_io aio p50 p99" (latencies in ns).
+# What the runs say on stderr (engine warnings, failures), shown once at the end.
+notes="$scratch/notes"
+: >"$notes"
+
+# One JSON run; prints "iops ns_per_io aio p50 p99" (latencies in ns), or
+# nothing when the run failed (its message goes to the notes).
 bench() { # cache depth engine count
-    "$img_tool" bench --output=json --random --seed=1 -t "$1" -d "$2" -i "$3" -c "$4" \
-        -s 4k -f raw "$img" |
+    local out
+    out=$("$img_tool" bench --output=json --random --seed=1 -t "$1" -d "$2" -i "$3" -c "$4" \
+        -s 4k -f raw "$img" 2>>"$notes") || return 0
     awk -F': ' '
         /"iops"/       { gsub(/,/, "", $2); iops = $2 }
         /"ns-per-io"/  { gsub(/,/, "", $2); cpu = $2 }
         /"aio":/       { gsub(/[",]/, "", $2); aio = $2 }
         /"p50"/        { gsub(/,/, "", $2); p50 = $2 }
         /"p99"/        { gsub(/,/, "", $2); p99 = $2 }
-        END { print iops, cpu, aio, p50, p99 }'
+        END { print iops, cpu, aio, p50, p99 }' <<<"$out"
 }
 
-# Requests for about RUN_SECONDS, from a short run (which also warms up).
+# Requests for about RUN_SECONDS, from a short run (which also warms up);
+# nothing when the engine cannot run here.
 calibrate() { # cache depth engine
-    local iops
-    read -r iops _ < <(bench "$1" "$2" "$3" 2000)
+    local iops=
+    read -r iops _ < <(bench "$1" "$2" "$3" 2000) || true
+    [ -n "$iops" ] || return 0
     awk -v i="$iops" -v t="$RUN_SECONDS" 'BEGIN {
         n = int(i * t); if (n < 2000) n = 2000; if (n > 2000000) n = 2000000; print n }'
 }
@@ -57,6 +65,9 @@ cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/n
 fs=$(df -PT "$scratch" | awk 'NR == 2 { print $2 " on " $1 }')
 echo "ringblk engine comparison: 4 KiB random reads from a $DEMO_SIZE file ($fs)"
 echo "machine: $(nproc) CPUs${cpu_model:+ ($cpu_model)}, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+# Whether the file takes non-blocking I/O decides what aio=auto picks (docs/tools.md, info).
+nowait=$("$img_tool" info --output=json "$img" | awk -F': ' '/"nowait"/ { print $2 }')
+echo "the file takes non-blocking I/O (RWF_NOWAIT): ${nowait:-unknown}"
 echo
 
 engines=(threads native io_uring auto)
@@ -79,13 +90,21 @@ for cache in none writeback; do
             if [ "$engine" = native ] && [ "$cache" != none ]; then
                 continue
             fi
-            count[$engine]=$(calibrate "$cache" "$depth" "$engine")
+            c=$(calibrate "$cache" "$depth" "$engine")
+            if [ -n "$c" ]; then
+                count[$engine]=$c
+            else
+                count[$engine]=0    # cannot run here: see the notes
+            fi
         done
         # Interleaved repetitions (A B C A B C ...), so that a burst of
         # other load hits every engine alike; the table shows medians.
         for ((rep = 0; rep < REPS; rep++)); do
             for engine in "${!count[@]}"; do
-                read -r iops cpu u p50 p99 < <(bench "$cache" "$depth" "$engine" "${count[$engine]}")
+                [ "${count[$engine]}" -gt 0 ] || continue
+                iops=
+                read -r iops cpu u p50 p99 < <(bench "$cache" "$depth" "$engine" "${count[$engine]}") || true
+                [ -n "$iops" ] || continue
                 results[$engine]+="$iops $cpu $p50 $p99"$'\n'
                 used[$engine]=$u
             done
@@ -94,6 +113,10 @@ for cache in none writeback; do
             if [ -z "${count[$engine]:-}" ]; then
                 printf '%-9s %5s  %-9s %s\n' "$label" "$depth" "$engine" \
                     "(needs O_DIRECT: Linux AIO blocks on buffered files)"
+                continue
+            fi
+            if [ -z "${results[$engine]:-}" ]; then
+                printf '%-9s %5s  %-9s %s\n' "$label" "$depth" "$engine" "(failed: see the notes below)"
                 continue
             fi
             col() { printf '%s' "${results[$engine]}" | awk -v c="$1" 'NF { print $c }' | median; }
@@ -116,5 +139,10 @@ same machine type varies 2-3x between instances, and other load moves them
 (on a busy machine CPU µs/IO and p50 are steadier than IOPS).
 For repeated, interleaved measurements against fio and QEMU: make bench.
 EOF
+if [ -s "$notes" ]; then
+    echo
+    echo "Notes from the runs:"
+    sort -u "$notes" | sed 's/^/  /'
+fi
 # A busy machine (other builds, tests) makes every row slower and noisier.
 awk -v n="$(nproc)" '$1 > n { printf "warning: the machine was busy during this run (load average %s on %d CPUs)\n", $1, n }' /proc/loadavg
