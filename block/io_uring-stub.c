@@ -63,6 +63,14 @@ void luring_get_info(RawAioEngine *e, LuringInfo *info)
     *info = (LuringInfo){ 0 };
 }
 
+void luring_debug_set_taskrun(const char *mode)
+{
+}
+
+void luring_debug_set_share_ring(int on)
+{
+}
+
 int luring_debug_nop(RawAioEngine *e)
 {
     return -ENOSYS;

@@ -338,6 +338,22 @@ static bool luring_available(Error **errp)
     return true;
 }
 
+/* ---- Test overrides of the tuning environment variables ---------------------- */
+
+/* Read at create() in the context's thread; set by tests between tests. */
+static const char *luring_taskrun_override;
+static int luring_share_override = -1;
+
+void luring_debug_set_taskrun(const char *mode)
+{
+    luring_taskrun_override = mode;
+}
+
+void luring_debug_set_share_ring(int on)
+{
+    luring_share_override = on;
+}
+
 /* ---- SQPOLL sharing ------------------------------------------------------------ */
 
 /* Live SQPOLL rings; a new one attaches to a matching one's SQ thread. */
@@ -1568,7 +1584,9 @@ fail:
  */
 static unsigned luring_wanted_flags(const RawAioConfig *cfg)
 {
-    const char *mode = getenv("RINGBLK_IO_URING_TASKRUN");   /* tuning override */
+    /* Tuning override; tests set it without touching the environment. */
+    const char *mode = luring_taskrun_override ? luring_taskrun_override :
+                       getenv("RINGBLK_IO_URING_TASKRUN");
     unsigned f = IORING_SETUP_SUBMIT_ALL;
 
     if (cfg->sqpoll || (mode && !strcmp(mode, "plain"))) {
@@ -1750,8 +1768,10 @@ static void luring_destroy(RawAioEngine *base);
 static bool luring_want_shared(AioContext *ctx, const RawAioConfig *cfg)
 {
     const char *env = getenv("RINGBLK_IO_URING_SHARE_RING");
+    bool want = luring_share_override >= 0 ? luring_share_override :
+                env && strcmp(env, "0") != 0;
 
-    return env && strcmp(env, "0") != 0 && aio_context_get_fdmon_ring(ctx) &&
+    return want && aio_context_get_fdmon_ring(ctx) &&
            !cfg->fixed_files && cfg->fixed_buffers != RAW_AIO_ONOFFAUTO_ON &&
            !cfg->sqpoll && !cfg->iopoll && cfg->restrict_ops != RAW_AIO_ONOFFAUTO_ON &&
            !cfg->async_punt;

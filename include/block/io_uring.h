@@ -72,6 +72,14 @@ int luring_debug_nop(RawAioEngine *e);
 int luring_debug_nop_result(RawAioEngine *e, int *res);
 
 /*
+ * Override RINGBLK_IO_URING_TASKRUN ("defer", "plain", "coop"; NULL: the
+ * environment) and RINGBLK_IO_URING_SHARE_RING (1/0; -1: the environment)
+ * for instances created afterwards, without setenv() in a threaded test.
+ */
+void luring_debug_set_taskrun(const char *mode);
+void luring_debug_set_share_ring(int on);
+
+/*
  * available() without the per-process cache (and without the
  * RINGBLK_IO_URING_DISABLE override): for tests that change the process's
  * privileges, e.g. install a seccomp filter in a forked child.

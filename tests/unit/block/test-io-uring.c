@@ -940,13 +940,13 @@ static void run_plain(gconstpointer data)
     RawAioEngine *e;
     LuringInfo info;
 
-    g_setenv("RINGBLK_IO_URING_TASKRUN", "plain", TRUE);
+    luring_debug_set_taskrun("plain");
     e = create_engine(&cfg);
     luring_get_info(e, &info);
     g_assert_false(info.defer_taskrun);
     ops->destroy(e);
     fn();
-    g_unsetenv("RINGBLK_IO_URING_TASKRUN");
+    luring_debug_set_taskrun(NULL);
 }
 
 static void test_default_defer(void)
@@ -986,13 +986,13 @@ static void run_shared(gconstpointer data)
         ctx = saved;
         return;
     }
-    g_setenv("RINGBLK_IO_URING_SHARE_RING", "1", TRUE);
+    luring_debug_set_share_ring(1);
     e = create_engine(&cfg);
     luring_get_info(e, &info);
     g_assert_true(info.shared_fdmon_ring);
     ops->destroy(e);
     fn();
-    g_unsetenv("RINGBLK_IO_URING_SHARE_RING");
+    luring_debug_set_share_ring(-1);
     aio_context_unref(ctx);
     ctx = saved;
 }
