@@ -164,6 +164,18 @@ static void test_checks(void)
     g_assert_cmpuint(st->nr_ops[BLOCK_ACCT_READ], ==, 2);
     g_assert_cmpuint(st->nr_bytes[BLOCK_ACCT_READ], ==, 512);
 
+    /* A single request over INT_MAX bytes is refused before anything is touched. */
+    {
+        BlockDriverState *big = open_ok("driver=null-co,size=8G");
+        IOVector q;
+        iovector_init_buf(&q, buf, (size_t)3 << 30);    /* never dereferenced */
+        g_assert_cmpint(bdrv_preadv(big, 0, &q, 0), ==, -E2BIG);
+        g_assert_cmpint(bdrv_pwritev(big, 0, &q, 0), ==, -E2BIG);
+        g_assert_cmpint(bdrv_pwrite_zeroes(big, 0, (int64_t)4 << 30, 0), ==, 0);
+        g_assert_cmpuint(bdrv_get_stats(big)->invalid_ops[BLOCK_ACCT_READ], ==, 1);
+        bdrv_unref(big);
+    }
+
     /* An invalid request's callback never runs inside the submitting call. */
     Done d = { 1, 0 };
     IOVector qiov;
@@ -542,6 +554,37 @@ static void test_chain_iothread(void)
     g_free(path);
 }
 
+/* null-aio's eventfd and null's latency timer follow the node to an IOThread and back. */
+static void test_null_iothread(void)
+{
+    const char *drivers[] = { "null-co", "null-aio" };
+    Error *err = NULL;
+    IOThread *iot = iothread_new("null-io", &err);
+    g_assert_no_error(err);
+    for (int i = 0; i < 2; i++) {
+        for (int lat = 0; lat < 2; lat++) {
+            char *o = g_strdup_printf("driver=%s,read-zeroes=on,latency-ns=%d", drivers[i],
+                                      lat ? 100000 : 0);
+            BlockDriverState *bs = open_ok(o);
+            g_free(o);
+            char buf[4096];
+            for (int round = 0; round < 2; round++) {
+                g_assert_cmpint(bdrv_set_aio_context(bs, iothread_get_aio_context(iot), &err),
+                                ==, 0);
+                memset(buf, 1, sizeof(buf));
+                g_assert_cmpint(bdrv_pread(bs, 0, 4096, buf, 0), ==, 0);
+                g_assert_cmpint(buf[4095], ==, 0);
+                g_assert_cmpint(bdrv_set_aio_context(bs, aio_context_main(), &err), ==, 0);
+                memset(buf, 1, sizeof(buf));
+                g_assert_cmpint(bdrv_pread(bs, 0, 4096, buf, 0), ==, 0);
+                g_assert_cmpint(buf[0], ==, 0);
+            }
+            bdrv_unref(bs);
+        }
+    }
+    iothread_destroy(iot);
+}
+
 /* A node whose child is shared with another parent cannot move. */
 static void test_move_shared_child(void)
 {
@@ -578,6 +621,7 @@ int main(int argc, char **argv)
     g_test_add_func("/block/request/split-and-bounce", test_split_and_bounce);
     g_test_add_func("/block/aio-context/chain-to-iothread", test_chain_iothread);
     g_test_add_func("/block/aio-context/shared-child", test_move_shared_child);
+    g_test_add_func("/null/iothread", test_null_iothread);
     g_test_add_func("/raw/slice", test_raw_slice);
     g_test_add_func("/raw/nested", test_raw_nested);
     g_test_add_func("/blkdebug/inject-error", test_blkdebug);
