@@ -1270,37 +1270,6 @@ static int close_f(IoSession *s, int argc, char **argv)
     return 0;
 }
 
-/* Converts keyval strings to JSON types for bdrv_reopen(): on/off, numbers, text. */
-static void io_keyval_to_typed(JsonObject *obj)
-{
-    /* Keys are copied: replacing a member may free the object's own copy. */
-    GList *members = json_object_get_members(obj);
-    for (GList *l = members; l; l = l->next) {
-        l->data = g_strdup(l->data);
-    }
-    for (GList *l = members; l; l = l->next) {
-        const char *key = l->data;
-        JsonNode *node = json_object_get_member(obj, key);
-        if (JSON_NODE_HOLDS_OBJECT(node)) {
-            io_keyval_to_typed(json_node_get_object(node));
-            continue;
-        }
-        if (!JSON_NODE_HOLDS_VALUE(node) || json_node_get_value_type(node) != G_TYPE_STRING) {
-            continue;
-        }
-        const char *v = json_node_get_string(node);
-        int64_t num;
-        if (!strcmp(v, "on") || !strcmp(v, "true")) {
-            json_object_set_boolean_member(obj, key, true);
-        } else if (!strcmp(v, "off") || !strcmp(v, "false")) {
-            json_object_set_boolean_member(obj, key, false);
-        } else if (io_parse_size(v, &num) == 0) {
-            json_object_set_int_member(obj, key, num);
-        }
-    }
-    g_list_free_full(members, g_free);
-}
-
 static JsonObject *io_child_object(JsonObject *obj, const char *key)
 {
     if (!json_object_has_member(obj, key)) {
@@ -1369,7 +1338,7 @@ static int reopen_f(IoSession *s, int argc, char **argv)
                 error_report_err(err);
                 goto out;
             }
-            io_keyval_to_typed(opts);
+            /* bdrv_reopen() takes keyval strings as they are. */
             GList *members = json_object_get_members(opts);
             for (GList *l = members; l; l = l->next) {
                 json_object_set_member(changes, l->data,
