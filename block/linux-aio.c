@@ -29,7 +29,9 @@
  * 1.1-1.2 us reading the ring.) If the ring does not look like the
  * format we know (magic, incompat features) we fall back to io_getevents.
  * Events are popped one at a time, head stored before the callback runs, so
- * a callback that polls the loop (nested aio_poll) sees a consistent ring.
+ * a callback that polls the loop (nested aio_poll) sees a consistent ring;
+ * as the eventfd was already read, a bottom half is armed (a few atomics)
+ * before a callback that leaves events behind, and reaps them if it nests.
  *
  * Semantics (raw-aio.h): short transfers are resubmitted for the rest (with a
  * slice of the caller's iovec allocated on that rare path), EOF zero-fills,
@@ -83,7 +85,8 @@ typedef struct LinuxAioEngine {
     io_context_t io_ctx;
     struct laio_ring *ring;       /* NULL: reap with io_getevents */
     EventNotifier notifier;
-    AioBH *retry_bh;              /* failed submissions and -EAGAIN retries */
+    AioBH *kick_bh;               /* failed submissions, -EAGAIN retries, nested reaping */
+    bool kick_armed;              /* kick_bh scheduled and not yet run */
     ThreadPool *pool;
 
     unsigned depth;
@@ -96,7 +99,7 @@ typedef struct LinuxAioEngine {
     unsigned in_flight;           /* accepted by submit, callback not yet run */
 
     RawAioReq *overflow_head, *overflow_tail;
-    RawAioReq *failed_head, *failed_tail;   /* complete from retry_bh */
+    RawAioReq *failed_head, *failed_tail;   /* complete from kick_bh */
 
     bool no_fdsync;               /* kernel refused IOCB_CMD_FDSYNC */
     bool no_rw_flags;             /* kernel refused RWF_DSYNC in aio_rw_flags */
@@ -174,6 +177,15 @@ static void laio_to_pool(LinuxAioEngine *s, RawAioReq *req)
     thread_pool_submit(s->pool, laio_pool_work, req, laio_pool_done, req);
 }
 
+/* Schedules kick_bh once; the scheduling costs a few atomics, no syscall, from our thread. */
+static inline void laio_arm_kick(LinuxAioEngine *s)
+{
+    if (!s->kick_armed) {
+        s->kick_armed = true;
+        aio_bh_schedule(s->kick_bh);
+    }
+}
+
 /* Completes req with ret from a bottom half (never from within submit). */
 static void laio_fail_later(LinuxAioEngine *s, RawAioReq *req, int ret)
 {
@@ -185,7 +197,7 @@ static void laio_fail_later(LinuxAioEngine *s, RawAioReq *req, int ret)
         s->failed_head = req;
     }
     s->failed_tail = req;
-    aio_bh_schedule(s->retry_bh);
+    laio_arm_kick(s);
 }
 
 /* ---- slots and iocbs --------------------------------------------------------------- */
@@ -302,7 +314,7 @@ static void laio_flush_batch(LinuxAioEngine *s)
         if (r == 0 || r == -EAGAIN || r == -EINTR) {
             /* Kernel out of request slots: retry when something completes. */
             if (s->kernel_in_flight == 0) {
-                aio_bh_schedule(s->retry_bh);
+                laio_arm_kick(s);
             }
             break;
         }
@@ -387,7 +399,8 @@ static void laio_complete_event(LinuxAioEngine *s, LaioSlot *slot, long res)
     laio_prep_and_batch(s, slot);   /* short transfer: go on with the rest */
 }
 
-static bool laio_pop_event(LinuxAioEngine *s, struct io_event *ev)
+/* Pops one event; *more says whether the ring holds others. */
+static bool laio_pop_event(LinuxAioEngine *s, struct io_event *ev, bool *more)
 {
     struct laio_ring *ring = s->ring;
     unsigned head = ring->head;
@@ -401,28 +414,37 @@ static bool laio_pop_event(LinuxAioEngine *s, struct io_event *ev)
     head = head + 1 == ring->nr ? 0 : head + 1;
     /* Release: we are done reading the slot before the kernel may reuse it. */
     __atomic_store_n(&ring->head, head, __ATOMIC_RELEASE);
+    *more = head != tail;
     return true;
 }
 
+/*
+ * Reaps every completion. The eventfd was read before we got here, so if a
+ * callback polls the loop (nested aio_poll) nothing would wake it for the
+ * events still in the ring: before each callback that leaves some behind,
+ * kick_bh is armed to reap them from the nested loop.
+ */
 static void laio_process_completions(LinuxAioEngine *s)
 {
     struct io_event ev;
+    bool more;
 
     if (G_LIKELY(s->ring)) {
-        while (laio_pop_event(s, &ev)) {
+        while (laio_pop_event(s, &ev, &more)) {
             s->kernel_in_flight--;
+            if (more) {
+                laio_arm_kick(s);
+            }
             laio_complete_event(s, (LaioSlot *)ev.obj, (long)ev.res);
         }
     } else {
-        struct io_event evs[32];
         struct timespec zero = { 0, 0 };
-        int n;
 
-        while ((n = io_getevents(s->io_ctx, 0, G_N_ELEMENTS(evs), evs, &zero)) > 0) {
-            for (int i = 0; i < n; i++) {
-                s->kernel_in_flight--;
-                laio_complete_event(s, (LaioSlot *)evs[i].obj, (long)evs[i].res);
-            }
+        /* Fallback for an unknown ring format: one event per call, so none is held here. */
+        while (io_getevents(s->io_ctx, 0, 1, &ev, &zero) == 1) {
+            s->kernel_in_flight--;
+            laio_arm_kick(s);
+            laio_complete_event(s, (LaioSlot *)ev.obj, (long)ev.res);
         }
     }
     laio_refill(s, true);
@@ -457,20 +479,23 @@ static void laio_notifier_poll_ready(EventNotifier *n)
     laio_process_completions(notifier_to_engine(n));
 }
 
-static void laio_retry_bh(void *opaque)
+static void laio_kick_bh(void *opaque)
 {
     LinuxAioEngine *s = opaque;
 
+    s->kick_armed = false;
     while (s->failed_head) {
         RawAioReq *req = s->failed_head;
 
         s->failed_head = req->next;
         if (!s->failed_head) {
             s->failed_tail = NULL;
+        } else {
+            laio_arm_kick(s);   /* the rest, should the callback nest aio_poll */
         }
         laio_finish(s, req, (int)(int64_t)req->engine_u64[0]);
     }
-    laio_refill(s, true);
+    laio_process_completions(s);
 }
 
 /* ---- ops --------------------------------------------------------------------------- */
@@ -525,7 +550,7 @@ static RawAioEngine *laio_create(AioContext *ctx, const RawAioConfig *cfg, Error
     }
     s->batch = g_new(struct iocb *, depth);
     s->pool = thread_pool_get(ctx);
-    s->retry_bh = aio_bh_new(ctx, laio_retry_bh, s);
+    s->kick_bh = aio_bh_new(ctx, laio_kick_bh, s);
     aio_set_event_notifier(ctx, &s->notifier, false, laio_notifier_read,
                            laio_notifier_poll, laio_notifier_poll_ready);
     return &s->hdr;
@@ -544,7 +569,7 @@ static void laio_destroy(RawAioEngine *e)
 
     aio_set_event_notifier(e->ctx, &s->notifier, false, NULL, NULL, NULL);
     event_notifier_cleanup(&s->notifier);
-    aio_bh_delete(s->retry_bh);
+    aio_bh_delete(s->kick_bh);
     io_destroy(s->io_ctx);
     thread_pool_put(s->pool);
     g_free(s->batch);

@@ -241,6 +241,46 @@ static void test_idle_exit(void)
     free_ctx(ctx);
 }
 
+/* A callback that polls the loop (nested aio_poll) still gets the other completions. */
+typedef struct Nested {
+    AioContext *ctx;
+    Work *other;
+    bool done;
+} Nested;
+
+static void nested_done(void *opaque, int ret)
+{
+    Nested *n = opaque;
+
+    while (!n->other->done) {
+        aio_poll(n->ctx, true);
+    }
+    n->done = true;
+}
+
+static void test_nested_poll(void)
+{
+    AioContext *ctx = new_ctx();
+    ThreadPool *pool = thread_pool_get(ctx);
+    Work a = { 0 }, b = { .value = 3 };
+    Nested n = { .ctx = ctx, .other = &b };
+
+    /* Both finish before the loop runs, so both sit on the done list together. */
+    thread_pool_submit(pool, work_fn, &a, nested_done, &n);
+    thread_pool_submit(pool, work_fn, &b, work_done, &b);
+    while (!__atomic_load_n(&a.ran, __ATOMIC_ACQUIRE) ||
+           !__atomic_load_n(&b.ran, __ATOMIC_ACQUIRE)) {
+        g_usleep(1000);
+    }
+    while (!n.done) {
+        aio_poll(ctx, true);
+    }
+    g_assert_true(b.done);
+    g_assert_cmpint(b.ret, ==, 3);
+    thread_pool_put(pool);
+    free_ctx(ctx);
+}
+
 /* Releasing the last reference waits for the work and runs its callbacks. */
 static void test_put_drains(void)
 {
@@ -269,5 +309,6 @@ int main(int argc, char **argv)
     g_test_add_func("/thread-pool/limits", test_limits);
     g_test_add_func("/thread-pool/put-drains", test_put_drains);
     g_test_add_func("/thread-pool/idle-exit", test_idle_exit);
+    g_test_add_func("/thread-pool/nested-poll", test_nested_poll);
     return g_test_run();
 }
