@@ -312,6 +312,70 @@ static void test_open_errors(void)
     g_free(path);
 }
 
+/* ---- locks as /proc/locks shows them ---------------------------------------------------------- */
+
+/* Counts OFD locks of `type` ("READ"/"WRITE") on byte `byte` of path's inode. */
+static int count_ofd_locks(const char *path, const char *type, int byte)
+{
+    struct stat st;
+    g_assert_cmpint(stat(path, &st), ==, 0);
+    char *locks = NULL;
+    g_assert_true(g_file_get_contents("/proc/locks", &locks, NULL, NULL));
+    char *ino = g_strdup_printf(":%lu %d %d", (unsigned long)st.st_ino, byte, byte);
+    int n = 0;
+    char **lines = g_strsplit(locks, "\n", -1);
+    for (int i = 0; lines[i]; i++) {
+        if (strstr(lines[i], "OFDLCK") && strstr(lines[i], type) && !strstr(lines[i], "->") &&
+            g_str_has_suffix(lines[i], ino)) {
+            n++;
+        }
+    }
+    g_strfreev(lines);
+    g_free(ino);
+    g_free(locks);
+    return n;
+}
+
+static void test_locks_proc(void)
+{
+    static const char *const engines[] = { "threads", "native", "io_uring" };
+    char *path = make_file(scratch_dir, "locks.img", 65536);
+    for (size_t e = 0; e < G_N_ELEMENTS(engines); e++) {
+        if (!engine_ok(engines[e])) {
+            continue;
+        }
+        const char *extra = !strcmp(engines[e], "io_uring") ? ",fixed-files=on" : "";
+        Error *err = NULL;
+        BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,aio=%s,cache.direct=on%s",
+                                        path, engines[e], extra);
+        g_assert_no_error(err);
+        g_assert_cmpint(count_ofd_locks(path, "WRITE", 100), ==, 1);
+        g_assert_cmpint(count_ofd_locks(path, "READ", 101), ==, 1);
+        BlockDriverState *ro = open_fmt(&err, "driver=file,filename=%s,read-only=on", path);
+        g_assert_no_error(err);
+        g_assert_cmpint(count_ofd_locks(path, "READ", 101), ==, 2);
+        BlockDriverState *fs = open_fmt(&err, "driver=file,filename=%s,read-only=on,"
+                                        "force-share=on", path);
+        g_assert_no_error(err);
+        g_assert_cmpint(count_ofd_locks(path, "READ", 101), ==, 2);
+        bdrv_unref(fs);
+        bdrv_unref(ro);
+        g_assert_cmpint(count_ofd_locks(path, "READ", 101), ==, 1);
+        /* closing releases every lock, also with a registered (fixed) file */
+        bdrv_unref(bs);
+        g_assert_cmpint(count_ofd_locks(path, "WRITE", 100), ==, 0);
+        g_assert_cmpint(count_ofd_locks(path, "READ", 101), ==, 0);
+    }
+    /* locking=off takes none */
+    Error *err = NULL;
+    BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,locking=off", path);
+    g_assert_no_error(err);
+    g_assert_cmpint(count_ofd_locks(path, "WRITE", 100), ==, 0);
+    bdrv_unref(bs);
+    g_unlink(path);
+    g_free(path);
+}
+
 /* ---- truncate, create, block status ---------------------------------------------------------- */
 
 static void test_truncate(void)
@@ -704,6 +768,7 @@ int main(int argc, char **argv)
     g_test_add_func("/file-posix/aio/option-errors", test_aio_option_errors);
     g_test_add_func("/file-posix/aio/io_uring-punt-warning", test_uring_punt_warning);
     g_test_add_func("/file-posix/open-errors", test_open_errors);
+    g_test_add_func("/file-posix/locks", test_locks_proc);
     g_test_add_func("/file-posix/truncate", test_truncate);
     g_test_add_func("/file-posix/create", test_create);
     g_test_add_func("/file-posix/block-status", test_block_status);
