@@ -1,11 +1,13 @@
 /*
  * io_uring AIO engine (aio=io_uring) behind include/block/raw-aio.h.
+ * docs/devel/io_uring.md has the long version and the measurements.
  *
  * Ownership and threads: an instance (LuringEngine) owns one ring and one
  * eventfd and belongs to one AioContext; every entry point except
- * available() runs in that context's thread, so nothing here takes a lock
- * (the only mutex guards the process-wide list of SQPOLL rings, touched at
- * create/destroy). The kernel writes CQEs; we only read them in that thread.
+ * available() runs in that context's thread, so the request path takes no
+ * lock (mutexes guard only the process-wide lists of SQPOLL rings and of
+ * buffer pools). The ring is SINGLE_ISSUER|DEFER_TASKRUN by default: only
+ * the creating thread may submit, which the seam demands anyway.
  *
  * Life of a request: submit() fills one SQE (two for FUA: a write linked to
  * an fdatasync) whose user_data is the RawAioReq pointer (low bits tag the
@@ -15,18 +17,21 @@
  * last unplug; submitted from a completion callback, once after the whole
  * batch of CQEs (a BH covers callbacks that nest aio_poll). Completions
  * wake the eventfd registered with the ring, or are found by the poll
- * handler peeking at the CQ without a syscall. Each CQE is consumed before
- * its callback runs, so callbacks may submit, plug or nest aio_poll freely.
- * Short reads/writes, -EAGAIN and -EINTR are resubmitted from the CQE
- * handler for what remains; a read returning 0 (EOF) zero-fills the rest.
+ * handler without a syscall. Each CQE is consumed before its callback runs,
+ * so callbacks may submit, plug or nest aio_poll freely. Short transfers,
+ * -EAGAIN and -EINTR are resubmitted for what remains; a read returning 0
+ * (EOF) zero-fills the rest.
  *
  * In-flight SQEs never exceed the SQ size, and the CQ is twice that, so the
- * CQ cannot overflow.
+ * CQ cannot overflow. (SQPOLL: see luring_get_sqe() for the SQ head lag.)
  *
- * Operations the ring cannot do (everything but reads and writes on an
- * IOPOLL ring; BLKDISCARD where the kernel lacks the block uring_cmd) run
- * synchronously and complete from a bottom half, keeping "cb is never
- * called from within submit".
+ * What the ring cannot do (all but reads and writes on an IOPOLL ring; a
+ * plain fd on a fixed-file-only restricted ring; -EOPNOTSUPP fallbacks)
+ * goes to the context's thread pool (raw_aio_do_sync), in FIFO order.
+ *
+ * Optionally (RINGBLK_IO_URING_SHARE_RING) the engine has no ring: its SQEs
+ * ride on the event loop's io_uring fd-monitor ring and come back as
+ * foreign CQEs, one io_uring_enter per loop iteration for both.
  */
 #include "config-host.h"
 
