@@ -118,12 +118,10 @@ BlockDriverState *img_open(const char *filename, const ImgOpenOpts *o, Error **e
     if (o->image_opts) {
         bool is_json = filename[0] == '{' || g_str_has_prefix(filename, "json:");
         if (is_json) {
-            if (o->engine_opts || o->read_only || o->force_share) {
-                /* JSON is taken as it is: its author sets every option. */
-                if (o->engine_opts) {
-                    error_setg(&err, "--engine-opts needs --image-opts in key=value form");
-                    goto out;
-                }
+            /* JSON is taken as it is (read-only and -U too): its author sets every option. */
+            if (o->engine_opts) {
+                error_setg(&err, "--engine-opts needs --image-opts in key=value form");
+                goto out;
             }
             g_string_assign(text, filename);
             goto open;
@@ -132,13 +130,13 @@ BlockDriverState *img_open(const char *filename, const ImgOpenOpts *o, Error **e
         if (!given) {
             goto out;
         }
-        /* Engine options go to the protocol node: "file" unless that is the top node. */
-        if (json_object_has_member(given, "driver") &&
-            JSON_NODE_HOLDS_VALUE(json_object_get_member(given, "driver"))) {
-            const char *drv = json_object_get_string_member(given, "driver");
-            if (drv && (!strcmp(drv, "file") || !strcmp(drv, "host_device"))) {
-                engine_prefix = NULL;
-            }
+        /*
+         * Engine options and -U go to the protocol node: the "file" child
+         * when there is one, else the top node (driver=file, null-co...).
+         */
+        JsonNode *child = json_object_get_member(given, "file");
+        if (!child || !JSON_NODE_HOLDS_OBJECT(child)) {
+            engine_prefix = NULL;
         }
         bool has_ro = json_object_has_member(given, "read-only");
         json_object_unref(given);
