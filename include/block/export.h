@@ -31,6 +31,16 @@ bool nbd_server_start(const NbdServerAddr *addr, unsigned max_connections, Error
 /* Stops accepting, closes all connections (in-flight requests drain first). */
 void nbd_server_stop(void);
 bool nbd_server_running(void);
+/*
+ * Serves an already connected stream socket (socketpair, inherited fd) as if
+ * the listener had accepted it; the server need not be listening. Takes
+ * ownership of fd (made non-blocking here). False with errp on failure.
+ */
+bool nbd_server_add_client(int fd, Error **errp);
+/* Connections open now (handshaking or bound to an export). */
+unsigned nbd_server_connection_count(void);
+/* The TCP port the server listens on (useful with port "0"), or -1. */
+int nbd_server_local_port(void);
 
 typedef struct BlockExport BlockExport;
 
