@@ -52,6 +52,11 @@ int io_open_image(IoSession *s, const char *name, const IoOpenArgs *args, Error 
 /* Waits for outstanding aio requests, then closes the image. */
 void io_close_image(IoSession *s);
 
+/* The object member key of obj, created empty if missing. */
+JsonObject *io_child_object(JsonObject *obj, const char *key);
+/* Maps a -drive cache mode to (cache.direct, cache.no-flush); false if unknown. */
+bool io_cache_mode(const char *mode, bool *direct, bool *no_flush);
+
 /* Runs one command line. Returns 0, or negative errno when it failed. */
 int io_run_command(IoSession *s, const char *line);
 
