@@ -24,7 +24,7 @@ check-iotests: all
 	else echo "check-iotests: no iotests yet"; fi
 
 bench: all
-	@if [ -x bench/run ]; then BUILD_DIR=$(abspath $(BUILD_DIR)) bench/run; \
+	@if [ -x bench/run ]; then BUILD_DIR=$(abspath $(BUILD_DIR)) bench/run $(BENCH_ARGS); \
 	else echo "bench: not yet"; fi
 
 # The README's main job: a short engine comparison on a scratch image.
