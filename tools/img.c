@@ -360,7 +360,8 @@ static void convert_usage(void)
            "  -n                 use an existing output image (it must be large enough)\n"
            "  -t / -T cache      output / source cache mode (default unsafe / writeback)\n"
            "  -p                 show progress\n"
-           "  -m N, -W           accepted for compatibility (ringblk copies in order)\n");
+           "  -m N               chunks (2 MiB) in flight, 1 to 16 (default 8)\n"
+           "  -W                 allow out-of-order writes (default: the output is written in order)\n");
 }
 
 static void resize_usage(void)
@@ -930,9 +931,18 @@ static int64_t first_difference(const uint8_t *a, const uint8_t *b, int64_t len)
     return -1;
 }
 
+/* True when len bytes are all zero (memcmp against itself shifted by one: fast in libc). */
+static bool buffer_is_zero(const uint8_t *a, int64_t len)
+{
+    return len == 0 || (a[0] == 0 && memcmp(a, a + 1, (size_t)len - 1) == 0);
+}
+
 /* Offset of the first non-zero byte, or -1. */
 static int64_t first_nonzero(const uint8_t *a, int64_t len)
 {
+    if (buffer_is_zero(a, len)) {
+        return -1;
+    }
     for (int64_t i = 0; i < len; i++) {
         if (a[i]) {
             return i;
@@ -1161,13 +1171,258 @@ out:
 
 #define CONVERT_CHUNK (2 << 20)
 
+/*
+ * The copy runs -m chunks at a time, as qemu-img's coroutines do: each slot
+ * reads a chunk of data (at most CONVERT_CHUNK) into its own buffer, then
+ * writes it, data runs with pwritev and runs of -S zero bytes as nothing
+ * (fresh output) or write-zeroes (-n). Without -W, chunks are written in
+ * order: a slot whose chunk was read early waits for the chunks before it.
+ * Zero ranges of the source take no slot on a fresh output. Everything runs
+ * in completion callbacks of the main AioContext; the caller polls until no
+ * slot is busy.
+ */
+typedef struct ConvertJob ConvertJob;
+
+typedef struct ConvertSlot {
+    ConvertJob *job;
+    uint8_t *buf;
+    IOVector qiov;
+    int64_t offset, len;      /* the chunk */
+    int64_t pos, pos_next;    /* written so far; end of the write in flight */
+    uint64_t seq;             /* the chunk's place in the output order */
+    bool is_zero;             /* a zero range of the source: write-zeroes, no read */
+    bool busy;
+    bool ready;               /* read, waiting for its turn to write */
+} ConvertSlot;
+
+struct ConvertJob {
+    BlockDriverState *in, *out;
+    int64_t len, sparse;
+    bool out_zero, in_order;
+    Progress *prog;
+
+    ConvertSlot *slots;
+    int nslots;
+    int active;
+    int64_t next_offset;      /* where planning continues */
+    uint64_t next_seq, write_seq;
+    int64_t done;             /* bytes finished, for -p */
+    int ret;                  /* first error */
+    bool err_write;
+    int64_t err_offset;
+};
+
+static void convert_start(ConvertSlot *s);
+static void convert_try_write(ConvertSlot *s);
+
+static void convert_fail(ConvertJob *job, int ret, bool write, int64_t offset)
+{
+    if (job->ret == 0) {
+        job->ret = ret;
+        job->err_write = write;
+        job->err_offset = offset;
+    }
+}
+
+static void convert_progress(ConvertJob *job, int64_t bytes)
+{
+    job->done += bytes;
+    progress_print(job->prog, 100.0 * (double)job->done / (double)job->len, false);
+}
+
+/* Ends a slot's work. After an error, slots waiting for their turn end too. */
+static void convert_slot_idle(ConvertSlot *s)
+{
+    ConvertJob *job = s->job;
+    s->busy = false;
+    s->ready = false;
+    job->active--;
+    if (job->ret < 0) {
+        for (int i = 0; i < job->nslots; i++) {
+            if (job->slots[i].busy && job->slots[i].ready) {
+                convert_slot_idle(&job->slots[i]);
+            }
+        }
+    }
+}
+
+static void convert_chunk_done(ConvertSlot *s)
+{
+    ConvertJob *job = s->job;
+    convert_progress(job, s->len);
+    job->write_seq++;
+    convert_slot_idle(s);
+    /* The next chunk in order may be waiting, read already. */
+    for (int i = 0; i < job->nslots; i++) {
+        ConvertSlot *w = &job->slots[i];
+        if (w->busy && w->ready && w->seq == job->write_seq) {
+            convert_try_write(w);
+            break;
+        }
+    }
+    convert_start(s);
+}
+
+static void convert_write_cb(void *opaque, int ret)
+{
+    ConvertSlot *s = opaque;
+    if (ret < 0) {
+        convert_fail(s->job, ret, true, s->offset + s->pos);
+        convert_slot_idle(s);
+        return;
+    }
+    s->pos = s->pos_next;
+    convert_try_write(s);
+}
+
+/* Issues the next write of a slot whose turn it is, or finishes the chunk. */
+static void convert_write_next(ConvertSlot *s)
+{
+    ConvertJob *job = s->job;
+    if (s->is_zero) {
+        if (s->pos < s->len) {
+            s->pos_next = s->len;
+            bdrv_aio_pwrite_zeroes(job->out, s->offset, s->len, BDRV_REQ_MAY_UNMAP,
+                                   convert_write_cb, s);
+            return;
+        }
+        convert_chunk_done(s);
+        return;
+    }
+    int64_t step = job->sparse ? job->sparse : s->len;
+    while (s->pos < s->len) {
+        /* The run from pos of pieces of -S bytes that are all zero, or all not. */
+        int64_t i = s->pos;
+        int64_t n = step < s->len - i ? step : s->len - i;
+        bool zero = job->sparse && buffer_is_zero(s->buf + i, n);
+        int64_t j = i + n;
+        while (j < s->len) {
+            int64_t m = step < s->len - j ? step : s->len - j;
+            if ((job->sparse && buffer_is_zero(s->buf + j, m)) != zero) {
+                break;
+            }
+            j += m;
+        }
+        if (zero && job->out_zero) {
+            s->pos = j;         /* the output reads as zeroes there already */
+            continue;
+        }
+        s->pos_next = j;
+        if (zero) {
+            bdrv_aio_pwrite_zeroes(job->out, s->offset + i, j - i, BDRV_REQ_MAY_UNMAP,
+                                   convert_write_cb, s);
+        } else {
+            iovector_init_buf(&s->qiov, s->buf + i, (size_t)(j - i));
+            bdrv_aio_pwritev(job->out, s->offset + i, &s->qiov, 0, convert_write_cb, s);
+        }
+        return;
+    }
+    convert_chunk_done(s);
+}
+
+static void convert_try_write(ConvertSlot *s)
+{
+    ConvertJob *job = s->job;
+    if (job->ret < 0) {
+        convert_slot_idle(s);
+        return;
+    }
+    if (job->in_order && s->seq != job->write_seq) {
+        s->ready = true;        /* convert_chunk_done() of the chunk before wakes it */
+        return;
+    }
+    s->ready = false;
+    convert_write_next(s);
+}
+
+static void convert_read_cb(void *opaque, int ret)
+{
+    ConvertSlot *s = opaque;
+    if (ret < 0) {
+        convert_fail(s->job, ret, false, s->offset);
+        convert_slot_idle(s);
+        return;
+    }
+    convert_try_write(s);
+}
+
+/* Gives the slot the next chunk that needs I/O, if any, and starts it. */
+static void convert_start(ConvertSlot *s)
+{
+    ConvertJob *job = s->job;
+    while (job->ret == 0 && job->next_offset < job->len) {
+        int64_t off = job->next_offset, pnum;
+        int status;
+        int r = bdrv_block_status(job->in, off, job->len - off, &pnum, &status);
+        if (r < 0) {
+            convert_fail(job, r, false, off);
+            break;
+        }
+        bool zero_range = (status & BDRV_BLOCK_ZERO) && job->sparse;
+        if (zero_range && job->out_zero) {
+            /* Nothing to read or write: the whole range in one step. */
+            job->next_offset += pnum;
+            convert_progress(job, pnum);
+            continue;
+        }
+        if (pnum > CONVERT_CHUNK) {
+            pnum = CONVERT_CHUNK;
+        }
+        job->next_offset += pnum;
+        s->offset = off;
+        s->len = pnum;
+        s->pos = 0;
+        s->is_zero = zero_range;
+        s->seq = job->next_seq++;
+        s->busy = true;
+        s->ready = false;
+        job->active++;
+        if (zero_range) {
+            convert_try_write(s);
+        } else {
+            iovector_init_buf(&s->qiov, s->buf, (size_t)pnum);
+            bdrv_aio_preadv(job->in, off, &s->qiov, 0, convert_read_cb, s);
+        }
+        return;
+    }
+}
+
+/* Copies everything; false after reporting the first error. */
+static bool convert_run(ConvertJob *job, int nslots)
+{
+    job->nslots = nslots;
+    job->slots = g_new0(ConvertSlot, nslots);
+    for (int i = 0; i < nslots; i++) {
+        job->slots[i].job = job;
+        job->slots[i].buf = bdrv_blockalign(job->in, CONVERT_CHUNK);
+    }
+    for (int i = 0; i < nslots; i++) {
+        convert_start(&job->slots[i]);
+    }
+    AioContext *ctx = bdrv_get_aio_context(job->out);
+    while (job->active > 0) {
+        aio_poll(ctx, true);
+    }
+    for (int i = 0; i < nslots; i++) {
+        bdrv_blockalign_free(job->in, job->slots[i].buf, CONVERT_CHUNK);
+    }
+    g_free(job->slots);
+    if (job->ret < 0) {
+        error_report("error while %s at byte %" PRId64 ": %s",
+                     job->err_write ? "writing" : "reading", job->err_offset,
+                     g_strerror(-job->ret));
+        return false;
+    }
+    return true;
+}
+
 static int img_convert(int argc, char **argv)
 {
     ImgOpenOpts src = { .cache = "writeback" }, dst = { .cache = "unsafe" };
     const char *out_fmt = "raw", *options = NULL;
-    bool quiet = false, skip_create = false, target_is_zero = false;
+    bool quiet = false, skip_create = false, target_is_zero = false, out_of_order = false;
     Progress prog = { 0 };
-    int64_t sparse = 4096, nreq;
+    int64_t sparse = 4096, nreq = 8;
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { "object", required_argument, NULL, OPT_OBJECT },
@@ -1218,7 +1473,7 @@ static int img_convert(int argc, char **argv)
         case 'p': prog.enabled = true; break;
         case 'q': quiet = true; break;
         case 'n': skip_create = true; break;
-        case 'W': break;  /* out-of-order writes allowed: ringblk copies in order anyway */
+        case 'W': out_of_order = true; break;
         case 'U': src.force_share = true; break;
         case 'c':
             error_report("Compression not supported for this file format");
@@ -1287,7 +1542,6 @@ static int img_convert(int argc, char **argv)
 
     Error *err = NULL;
     BlockDriverState *in = NULL, *out = NULL;
-    uint8_t *buf = NULL;
     int ret = 1;
     src.read_only = true;
     in = img_open(src_name, &src, &err);
@@ -1324,72 +1578,13 @@ static int img_convert(int argc, char **argv)
     /* A freshly created image reads as zeroes: zero ranges need no write at all. */
     bool out_zero = !skip_create || target_is_zero;
 
-    buf = bdrv_blockalign(in, CONVERT_CHUNK);
+    ConvertJob job = {
+        .in = in, .out = out, .len = len, .sparse = sparse, .out_zero = out_zero,
+        .in_order = !out_of_order, .prog = &prog,
+    };
     progress_print(&prog, 0, true);
-    for (int64_t off = 0; off < len;) {
-        int64_t pnum;
-        int status;
-        int r = bdrv_block_status(in, off, len - off, &pnum, &status);
-        if (r < 0) {
-            error_report("error while reading block status at offset %" PRId64 ": %s", off,
-                         g_strerror(-r));
-            goto out;
-        }
-        bool zero_range = (status & BDRV_BLOCK_ZERO) && sparse;
-        /* Data is copied through the buffer; a zero range is one step (one write-zeroes at most). */
-        if (pnum > CONVERT_CHUNK && (!zero_range || !out_zero)) {
-            pnum = CONVERT_CHUNK;
-        }
-        if (zero_range) {
-            if (!out_zero) {
-                r = bdrv_pwrite_zeroes(out, off, pnum, BDRV_REQ_MAY_UNMAP);
-                if (r < 0) {
-                    error_report("error while writing at byte %" PRId64 ": %s", off,
-                                 g_strerror(-r));
-                    goto out;
-                }
-            }
-        } else {
-            r = bdrv_pread(in, off, pnum, buf, 0);
-            if (r < 0) {
-                error_report("error while reading at byte %" PRId64 ": %s", off, g_strerror(-r));
-                goto out;
-            }
-            /*
-             * Sparse output: runs of -S bytes of zeroes are skipped (or,
-             * on an existing image, written as zeroes so it may unmap).
-             */
-            int64_t step = sparse ? sparse : pnum;
-            for (int64_t i = 0; i < pnum;) {
-                int64_t n = step < pnum - i ? step : pnum - i;
-                bool zero = sparse && first_nonzero(buf + i, n) < 0;
-                int64_t j = i + n;
-                /* Extend the run while the next piece has the same kind. */
-                while (j < pnum) {
-                    int64_t m = step < pnum - j ? step : pnum - j;
-                    bool z = sparse && first_nonzero(buf + j, m) < 0;
-                    if (z != zero) {
-                        break;
-                    }
-                    j += m;
-                }
-                if (!zero) {
-                    r = bdrv_pwrite(out, off + i, j - i, buf + i, 0);
-                } else if (!out_zero) {
-                    r = bdrv_pwrite_zeroes(out, off + i, j - i, BDRV_REQ_MAY_UNMAP);
-                } else {
-                    r = 0;
-                }
-                if (r < 0) {
-                    error_report("error while writing at byte %" PRId64 ": %s", off + i,
-                                 g_strerror(-r));
-                    goto out;
-                }
-                i = j;
-            }
-        }
-        off += pnum;
-        progress_print(&prog, 100.0 * (double)off / (double)len, false);
+    if (!convert_run(&job, (int)nreq)) {
+        goto out;
     }
     int r = bdrv_flush(out);
     if (r < 0) {
@@ -1399,9 +1594,6 @@ static int img_convert(int argc, char **argv)
     progress_end(&prog);
     ret = 0;
 out:
-    if (buf) {
-        bdrv_blockalign_free(in, buf, CONVERT_CHUNK);
-    }
     if (out) {
         bdrv_unref(out);
     }
