@@ -115,7 +115,8 @@ BlockDriverState *img_open(const char *filename, const ImgOpenOpts *o, Error **e
     GString *text = g_string_new(NULL);
     const char *engine_prefix = "file";
 
-    if (o->image_opts) {
+    /* A "json:{...}" file name holds the options, as in QEMU, with or without --image-opts. */
+    if (o->image_opts || g_str_has_prefix(filename, "json:")) {
         bool is_json = filename[0] == '{' || g_str_has_prefix(filename, "json:");
         if (is_json) {
             /* JSON is taken as it is (read-only and -U too): its author sets every option. */
@@ -624,7 +625,8 @@ static int img_info(int argc, char **argv)
     BlockNodeInfo ni;
     bdrv_query_node_info(bs, &ni);
     /* With --image-opts, the file's name, or the options themselves (null-co has no file). */
-    const char *image_name = a.open.image_opts && ni.filename ? ni.filename : filename;
+    bool opts_name = a.open.image_opts || g_str_has_prefix(filename, "json:");
+    const char *image_name = opts_name && ni.filename ? ni.filename : filename;
 
     if (json) {
         GString *s = g_string_new("{\n    \"virtual-size\": ");
