@@ -790,8 +790,14 @@ static inline void luring_kick(LuringEngine *e)
     if (e->plugged || e->shared) {
         return;     /* everything goes out at the last unplug */
     }
-    if (e->reaping) {
-        /* luring_reap() flushes after the batch; the BH covers nested aio_poll. */
+    if (e->reaping && io_uring_cq_ready(&e->ring)) {
+        /*
+         * More CQEs of this batch to come: their callbacks' submissions go
+         * out together when luring_reap() ends; the BH covers a callback
+         * that nests aio_poll() waiting for what it submitted. After the
+         * batch's last CQE there is nothing to coalesce with: submit now
+         * (scheduling the BH would also cost the loop a non-blocking pass).
+         */
         luring_schedule_submit(e);
         return;
     }
