@@ -365,6 +365,14 @@ static void convert_usage(void)
            "  -W                 allow out-of-order writes (default: the output is written in order)\n");
 }
 
+static void measure_usage(void)
+{
+    printf("usage: ringblk-img measure [--output=ofmt] [-O output_fmt] [-o options]\n"
+           "                           [--size N | [--object objectdef] [--image-opts] [-f fmt] filename]\n"
+           "\n"
+           "Prints the space a raw image of that size (or a copy of that image) needs.\n");
+}
+
 static void resize_usage(void)
 {
     printf("usage: ringblk-img resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc]\n"
@@ -1603,6 +1611,83 @@ out:
     return ret;
 }
 
+/* ---- measure --------------------------------------------------------------------------- */
+
+/* A raw image needs its virtual size, whatever it holds: both figures are that size. */
+static int img_measure(int argc, char **argv)
+{
+    ImgOpenOpts o = { 0 };
+    const char *out_fmt = "raw", *output = "human";
+    int64_t size = -1;
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { "object", required_argument, NULL, OPT_OBJECT },
+        { "image-opts", no_argument, NULL, OPT_IMAGE_OPTS },
+        { "output", required_argument, NULL, OPT_OUTPUT },
+        { "size", required_argument, NULL, 's' },
+        { "force-share", no_argument, NULL, 'U' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, ":hf:O:o:l:U", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'h': measure_usage(); return 0;
+        case 'f': o.fmt = optarg; break;
+        case 'O': out_fmt = optarg; break;
+        case 'o': break;  /* raw has no option that changes the size needed */
+        case 'l':
+            error_report("raw images have no snapshots");
+            return 1;
+        case 'U': o.force_share = true; break;
+        case 's':
+            if (!img_cvtnum_full("image size", optarg, 0, INT64_MAX, &size)) {
+                return 1;
+            }
+            break;
+        case OPT_OBJECT: if (!add_object(optarg)) return 1; break;
+        case OPT_IMAGE_OPTS: o.image_opts = true; break;
+        case OPT_OUTPUT: output = optarg; break;
+        case ':': error_report("option '%s' needs an argument", argv[optind - 1]); return 1;
+        default: img_bad_option(argv); return 1;
+        }
+    }
+    bool json;
+    if (!check_output(output, &json) || !check_image_opts(&o) || !check_format(out_fmt)) {
+        return 1;
+    }
+    if (size >= 0 && optind < argc) {
+        error_report("--size N cannot be used together with a filename.");
+        return 1;
+    }
+    if (size < 0 && optind != argc - 1) {
+        error_report("Either --size N or one filename must be specified.");
+        return 1;
+    }
+    if (size < 0) {
+        Error *err = NULL;
+        o.read_only = true;
+        BlockDriverState *bs = img_open(argv[optind], &o, &err);
+        if (!bs) {
+            error_report_err(err);
+            return 1;
+        }
+        size = bdrv_getlength(bs);
+        bdrv_unref(bs);
+        if (size < 0) {
+            error_report("Could not get the size of '%s': %s", argv[optind],
+                         g_strerror((int)-size));
+            return 1;
+        }
+    }
+    if (json) {
+        printf("{\n    \"required\": %" PRId64 ",\n    \"fully-allocated\": %" PRId64 "\n}\n",
+               size, size);
+    } else {
+        printf("required size: %" PRId64 "\nfully allocated size: %" PRId64 "\n", size, size);
+    }
+    return 0;
+}
+
 /* ---- resize ---------------------------------------------------------------------------- */
 
 static int img_resize(int argc, char **argv)
@@ -1745,6 +1830,7 @@ static const ImgCmd img_cmds[] = {
     { "create", img_create, create_usage },
     { "info", img_info, info_usage },
     { "map", img_map, map_usage },
+    { "measure", img_measure, measure_usage },
     { "resize", img_resize, resize_usage },
 };
 
@@ -1773,6 +1859,8 @@ static void help(void)
            "       [--engine-opts=opts] [-U] filename\n"
            "  map [--object objectdef] [--image-opts] [-f fmt] [--start-offset=offset] [--max-length=len]\n"
            "      [--output=ofmt] [-U] filename\n"
+           "  measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [--object objectdef]\n"
+           "          [--image-opts] [-f fmt] filename]\n"
            "  resize [--object objectdef] [--image-opts] [-f fmt] [--preallocation=prealloc] [-q] [--shrink]\n"
            "         filename [+ | -]size\n"
            "\n"
