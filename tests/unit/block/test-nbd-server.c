@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -1143,6 +1145,36 @@ static void test_connect_cycles(void)
     teardown();
 }
 
+/* TCP on the loopback with an ephemeral port. */
+static void test_inet(void)
+{
+    setup();
+    NbdServerAddr addr = { .type = NBD_ADDR_INET, .host = "127.0.0.1", .port = "0" };
+    g_assert_true(nbd_server_start(&addr, 0, &error_abort));
+    Error *err = NULL;
+    g_assert_false(nbd_server_start(&addr, 0, &err));
+    g_assert_cmpstr(error_get_pretty(err), ==, "NBD server already running");
+    g_clear_error(&err);
+    int port = nbd_server_local_port();
+    g_assert_cmpint(port, >, 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    g_assert_cmpint(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
+    uint8_t g[18];
+    cl_recv(fd, g, 18);
+    g_assert_cmphex(rd64(g), ==, NBD_INIT_MAGIC);
+    close(fd);
+    nbd_server_stop();
+    g_assert_cmpuint(nbd_server_connection_count(), ==, 0);
+    NbdServerAddr bad = { .type = NBD_ADDR_UNIX, .path = "/nonexistent-dir/x.sock" };
+    g_assert_false(nbd_server_start(&bad, 0, &err));
+    g_assert_true(g_str_has_prefix(error_get_pretty(err), "Cannot listen on '/nonexistent-dir/x.sock'"));
+    g_clear_error(&err);
+    g_assert_false(nbd_server_running());
+    teardown();
+}
+
 /* An export in an IOThread: the handshake in the main thread, I/O in the IOThread. */
 static void test_iothread(void)
 {
@@ -1233,6 +1265,7 @@ int main(int argc, char **argv)
     g_test_add_func("/nbd/concurrency/many-in-flight", test_many_in_flight);
     g_test_add_func("/nbd/concurrency/disconnect-mid-write", test_disconnect_mid_write);
     g_test_add_func("/nbd/server/connect-cycles", test_connect_cycles);
+    g_test_add_func("/nbd/server/inet", test_inet);
     g_test_add_func("/nbd/iothread/export", test_iothread);
     int ret = g_test_run();
     g_autofree char *img = g_build_filename(scratch_dir, "disk.img", NULL);
