@@ -239,10 +239,10 @@ int main(int argc, char **argv)
         switch (c) {
         case 'h':
             usage();
-            return 0;
+            goto out;
         case 'V':
             printf("ringblk-io version %s\n", RINGBLK_VERSION);
-            return 0;
+            goto out;
         case 'c':
             g_ptr_array_add(cmds, optarg);
             break;
@@ -282,7 +282,8 @@ int main(int argc, char **argv)
             break;
         case 'T':
             if (!parse_trace(&s, optarg)) {
-                return 1;
+                status = 1;
+                goto out;
             }
             break;
         case 'U':
@@ -294,27 +295,32 @@ int main(int argc, char **argv)
         case OPT_OBJECT:
             if (iothread) {
                 error_report("only one --object iothread is supported");
-                return 1;
+                status = 1;
+                goto out;
             }
             iothread = object_create(optarg, &err);
             if (!iothread) {
                 error_report_err(err);
-                return 1;
+                status = 1;
+                goto out;
             }
             break;
         default:
             fprintf(stderr, "Try 'ringblk-io --help' for more information.\n");
-            return 1;
+            status = 1;
+            goto out;
         }
     }
     if (argc - optind > 1) {
         fprintf(stderr, "ringblk-io: too many arguments\n"
                 "Try 'ringblk-io --help' for more information.\n");
-        return 1;
+        status = 1;
+        goto out;
     }
     if (open_args.image_opts && optind == argc) {
         error_report("--image-opts requires an options string as its file argument");
-        return 1;
+        status = 1;
+        goto out;
     }
     if (iothread) {
         s.home_ctx = iothread_get_aio_context(iothread);
