@@ -297,8 +297,16 @@ typedef struct IoBuf {
     IOVector qiov;
 } IoBuf;
 
-/* One buffer of sum(lens) bytes, cut into nlens iovec elements. */
-static void io_buf_new(IoSession *s, IoBuf *b, const int64_t *lens, int nlens, int fill)
+static int io_check_range(IoSession *s, int64_t offset, int64_t bytes);
+
+/*
+ * One buffer of sum(lens) bytes, cut into nlens iovec elements, for a
+ * request at offset. A request that will fail its range check gets a
+ * token buffer: it never reaches the data, and "read 1E 2G" must not
+ * allocate 2 GiB first.
+ */
+static void io_buf_new(IoSession *s, IoBuf *b, int64_t offset, const int64_t *lens,
+                       int nlens, int fill)
 {
     size_t skew = s->misalign ? IO_MISALIGN : 0;
     int64_t total = 0;
@@ -307,6 +315,13 @@ static void io_buf_new(IoSession *s, IoBuf *b, const int64_t *lens, int nlens, i
         total += lens[i];
     }
     b->len = total;
+    if (io_check_range(s, offset, total) < 0) {
+        b->alloc = 1;
+        b->base = bdrv_blockalign(s->bs, b->alloc);
+        b->data = b->base;
+        iovector_init(&b->qiov, 1);
+        return;
+    }
     b->alloc = (size_t)total + skew;
     if (b->alloc == 0) {
         b->alloc = 1;
@@ -473,7 +488,7 @@ static int read_f(IoSession *s, int argc, char **argv)
     }
 
     IoBuf b;
-    io_buf_new(s, &b, &count, 1, IO_READ_FILL);
+    io_buf_new(s, &b, offset, &count, 1, IO_READ_FILL);
     int64_t start = io_now_ns();
     int ret = io_do(s, IO_READ, offset, count, &b.qiov, 0);
     int64_t elapsed = io_now_ns() - start;
@@ -545,7 +560,7 @@ static int readv_f(IoSession *s, int argc, char **argv)
     }
 
     IoBuf b;
-    io_buf_new(s, &b, lens, argc - optind - 1, IO_READ_FILL);
+    io_buf_new(s, &b, offset, lens, argc - optind - 1, IO_READ_FILL);
     g_free(lens);
     int64_t start = io_now_ns();
     int ret = io_do(s, IO_READ, offset, total, &b.qiov, 0);
@@ -649,7 +664,7 @@ static int write_f(IoSession *s, int argc, char **argv)
     if (zflag) {
         ret = io_do(s, IO_ZEROES, offset, count, NULL, flags);
     } else {
-        io_buf_new(s, &b, &count, 1, pattern);
+        io_buf_new(s, &b, offset, &count, 1, pattern);
         start = io_now_ns();
         ret = io_do(s, IO_WRITE, offset, count, &b.qiov, flags);
     }
@@ -713,7 +728,7 @@ static int writev_f(IoSession *s, int argc, char **argv)
     }
 
     IoBuf b;
-    io_buf_new(s, &b, lens, argc - optind - 1, pattern);
+    io_buf_new(s, &b, offset, lens, argc - optind - 1, pattern);
     g_free(lens);
     int64_t start = io_now_ns();
     int ret = io_do(s, IO_WRITE, offset, total, &b.qiov, flags);
@@ -889,7 +904,7 @@ static int aio_read_f(IoSession *s, int argc, char **argv)
         return -EINVAL;
     }
     IoAioReq *req = g_memdup2(&tmpl, sizeof(tmpl));
-    io_buf_new(s, &req->buf, lens, argc - optind - 1, IO_READ_FILL);
+    io_buf_new(s, &req->buf, req->offset, lens, argc - optind - 1, IO_READ_FILL);
     g_free(lens);
     io_aio_submit(req, 0);
     return 0;
@@ -966,7 +981,7 @@ static int aio_write_f(IoSession *s, int argc, char **argv)
             return -EINVAL;
         }
         req = g_memdup2(&tmpl, sizeof(tmpl));
-        io_buf_new(s, &req->buf, lens, argc - optind - 1, tmpl.pattern);
+        io_buf_new(s, &req->buf, req->offset, lens, argc - optind - 1, tmpl.pattern);
         g_free(lens);
     }
     io_aio_submit(req, flags);
