@@ -8,8 +8,10 @@
  * are "ringblk-img: <message>" on stderr with exit status 1 (compare uses
  * 2 for errors, check 63 for "not supported", as qemu-img does).
  *
- * Everything runs in the main AioContext through the synchronous helpers
- * of block.h, except bench (img-bench.c), which drives requests itself.
+ * Everything runs in the main AioContext. Most commands use the
+ * synchronous helpers of block.h; convert keeps -m chunks in flight with
+ * the asynchronous calls (see ConvertJob), and bench (img-bench.c) drives
+ * its own request loop.
  */
 #include <errno.h>
 #include <getopt.h>
