@@ -42,6 +42,9 @@ enum {
 
 typedef struct Bench Bench;
 
+/* The most memory the request buffers may take (depth x size). */
+#define BENCH_MAX_BUFFER_BYTES (4ULL << 30)
+
 typedef struct BenchSlot {
     Bench *b;
     IOVector qiov;
@@ -475,6 +478,13 @@ int img_bench(int argc, char **argv)
     }
     if (!drain && !flush_interval) {
         error_report("--no-drain only makes sense with --flush-interval");
+        return 1;
+    }
+    /* Every slot has its own buffer: refuse what would only end in the OOM killer. */
+    if ((uint64_t)depth * (uint64_t)bufsize > BENCH_MAX_BUFFER_BYTES) {
+        error_report("Buffers for %" PRId64 " requests of %" PRId64 " bytes in parallel "
+                     "exceed %llu GiB; lower -d or -s", depth, bufsize,
+                     BENCH_MAX_BUFFER_BYTES >> 30);
         return 1;
     }
     if (o.image_opts && (o.fmt || o.cache || o.aio || nocache)) {
