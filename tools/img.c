@@ -506,7 +506,13 @@ static int img_create(int argc, char **argv)
     int64_t rounded = size > INT64_MAX - (IMG_SECTOR - 1) ? size :
                       (size + IMG_SECTOR - 1) / IMG_SECTOR * IMG_SECTOR;
     Error *err = NULL;
+    struct stat st;
+    bool existed = stat(filename, &st) == 0;
     if (bdrv_create_file(filename, rounded, prealloc ? prealloc : "off", &err) < 0) {
+        /* Leave no empty file behind when the size was refused. */
+        if (!existed && stat(filename, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0) {
+            unlink(filename);
+        }
         error_prepend(&err, "%s: ", filename);
         error_report_err(err);
         return 1;
