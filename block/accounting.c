@@ -66,9 +66,18 @@ void block_acct_cleanup(BlockAcctStats *stats)
     }
 }
 
+/* A pass-through node (raw without a slice) has its child's statistics. */
+static BlockDriverState *stats_node(BlockDriverState *bs)
+{
+    while (bs->passthrough) {
+        bs = bs->file;
+    }
+    return bs;
+}
+
 const BlockAcctStats *bdrv_get_stats(BlockDriverState *bs)
 {
-    return &bs->stats;
+    return &stats_node(bs)->stats;
 }
 
 int bdrv_latency_histogram_set(BlockDriverState *bs, BlockAcctType type,
@@ -92,6 +101,7 @@ int bdrv_latency_histogram_set(BlockDriverState *bs, BlockAcctType type,
         error_setg(errp, "Latency histogram boundaries must be positive");
         return -EINVAL;
     }
+    bs = stats_node(bs);
     int first = type == BLOCK_ACCT_MAX ? 0 : type;
     int last = type == BLOCK_ACCT_MAX ? BLOCK_ACCT_MAX - 1 : type;
     for (int t = first; t <= last; t++) {

@@ -226,6 +226,8 @@ static void node_list_append(BlockDriverState *bs)
 
 /* ---- open ------------------------------------------------------------------------- */
 
+static void bdrv_refresh_passthrough(BlockDriverState *bs);
+
 static void bdrv_refresh_limits(BlockDriverState *bs)
 {
     if (bs->file) {
@@ -244,6 +246,21 @@ static void bdrv_refresh_limits(BlockDriverState *bs)
         bs->bl.min_mem_alignment = 1;
     }
     bdrv_io_refresh_limits(bs);
+    bdrv_refresh_passthrough(bs);
+}
+
+/*
+ * A node that would only forward requests unchanged is skipped by the
+ * request path: one request, one set of checks and clock reads, not two.
+ */
+static void bdrv_refresh_passthrough(BlockDriverState *bs)
+{
+    BlockDriverState *f = bs->file;
+    bs->passthrough = f && bs->drv->bdrv_is_passthrough && bs->drv->bdrv_is_passthrough(bs) &&
+                      bs->read_only == f->read_only && bs->cache_no_flush == f->cache_no_flush &&
+                      bs->discard_unmap == f->discard_unmap &&
+                      bs->writethrough == f->writethrough &&
+                      bs->detect_zeroes == f->detect_zeroes;
 }
 
 static BlockDriverState *open_checked(JsonObject *opts, JsonObject *explicit_opts,
@@ -765,6 +782,10 @@ int bdrv_reopen(BlockDriverState *bs, JsonObject *changes, Error **errp)
     ReopenRun run = { .st = st, .n = n };
     aio_wait_bh_oneshot(bs->ctx, reopen_in_ctx, &run);
     g_free(st);
+    /* Parents elsewhere (a child shared by node-name) may no longer match it. */
+    for (BlockDriverState *b = node_list; b; b = b->next_node) {
+        bdrv_refresh_passthrough(b);
+    }
     if (run.ret < 0) {
         error_propagate(errp, run.err);
     }

@@ -649,6 +649,9 @@ static void bdrv_submit(BlockDriverState *bs, BdrvReqType type, int64_t offset, 
                         IOVector *qiov, BdrvRequestFlags flags,
                         BlockCompletionFunc *cb, void *opaque)
 {
+    while (bs->passthrough) {
+        bs = bs->file;
+    }
     BdrvRequest *req = req_alloc(bs);
     if (type == BDRV_REQ_TYPE_WRITE && G_UNLIKELY(bs->writethrough || bs->detect_zeroes)) {
         if (bs->writethrough) {

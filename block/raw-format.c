@@ -4,7 +4,9 @@
  *
  * Requests pass straight through to the child shifted by offset; the raw
  * node's own request alignment is 1, so alignment and bounce buffering
- * happen once, at the protocol node that knows its limits.
+ * happen once, at the protocol node that knows its limits. Without a
+ * slice the node is a pass-through: the request path sends requests to
+ * the child directly and the node's statistics are its child's.
  */
 #include "block/block_int.h"
 
@@ -159,6 +161,12 @@ static int raw_fmt_reopen_prepare(BDRVReopenState *state, Error **errp)
     return 0;
 }
 
+static bool raw_fmt_is_passthrough(BlockDriverState *bs)
+{
+    BDRVRawState *s = bs->opaque;
+    return s->offset == 0 && s->size < 0;
+}
+
 const BlockDriver bdrv_raw = {
     .format_name = "raw",
     .instance_size = sizeof(BDRVRawState),
@@ -174,4 +182,5 @@ const BlockDriver bdrv_raw = {
     .bdrv_block_status = raw_fmt_block_status,
     .bdrv_reopen_prepare = raw_fmt_reopen_prepare,
     .bdrv_query_info = raw_fmt_query_info,
+    .bdrv_is_passthrough = raw_fmt_is_passthrough,
 };

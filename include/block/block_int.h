@@ -161,6 +161,13 @@ typedef struct BlockDriver {
     void (*bdrv_reopen_commit)(BDRVReopenState *state);
     void (*bdrv_reopen_abort)(BDRVReopenState *state);
 
+    /*
+     * Whether requests may skip this node and go to bs->file as they are
+     * (raw without offset/size). block.c also requires the node's generic
+     * settings to equal its child's. Optional: NULL means never.
+     */
+    bool (*bdrv_is_passthrough)(BlockDriverState *bs);
+
     /* Adds driver facts (filename, aio, nowait, driver_specific...). */
     void (*bdrv_query_info)(BlockDriverState *bs, BlockNodeInfo *info);
 
@@ -193,6 +200,7 @@ struct BlockDriverState {
     int64_t total_bytes;         /* cached length; refreshed by getlength/truncate */
     BlockLimits bl;
     int64_t max_rw_bytes;        /* bl.max_transfer rounded to the alignments (io.c) */
+    bool passthrough;            /* requests go straight to bs->file (see is_passthrough) */
     JsonObject *options;         /* the checked options it was opened with */
     JsonObject *explicit_opts;   /* during open only: the options as the user gave them
                                     (before defaults were filled), or NULL */

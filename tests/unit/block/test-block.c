@@ -405,6 +405,44 @@ static void test_raw_nested(void)
     g_free(path);
 }
 
+/* A raw node without a slice is skipped by the request path, never its checks. */
+static void test_raw_passthrough(void)
+{
+    char *path = make_file("pass.img", 65536, 0x44);
+    char *fo = g_strdup_printf("driver=file,filename=%s,node-name=pf", path);
+    BlockDriverState *f = open_ok(fo);
+    g_free(fo);
+    BlockDriverState *r = open_ok("{\"driver\": \"raw\", \"file\": \"pf\"}");
+    char buf[512];
+    g_assert_cmpint(bdrv_pread(r, 0, 512, buf, 0), ==, 0);
+    g_assert_cmpint(buf[0], ==, 0x44);
+    /* its statistics are its child's */
+    g_assert_true(bdrv_get_stats(r) == bdrv_get_stats(f));
+    g_assert_cmpuint(bdrv_get_stats(f)->nr_ops[BLOCK_ACCT_READ], ==, 1);
+    bdrv_unref(r);
+
+    /* a read-only parent over a read-write child keeps refusing writes */
+    r = open_ok("{\"driver\": \"raw\", \"file\": \"pf\", \"read-only\": true}");
+    g_assert_cmpint(bdrv_pwrite(r, 0, 512, buf, 0), ==, -EPERM);
+    g_assert_true(bdrv_get_stats(r) != bdrv_get_stats(f));
+    /* ... also after the child alone went read-only and back */
+    Error *err = NULL;
+    JsonObject *c = json_object_new();
+    json_object_set_boolean_member(c, "read-only", true);
+    g_assert_cmpint(bdrv_reopen(f, c, &err), ==, 0);
+    g_assert_cmpint(bdrv_pwrite(r, 0, 512, buf, 0), ==, -EPERM);
+    json_object_set_boolean_member(c, "read-only", false);
+    g_assert_cmpint(bdrv_reopen(f, c, &err), ==, 0);
+    g_assert_no_error(err);
+    g_assert_cmpint(bdrv_pwrite(r, 0, 512, buf, 0), ==, -EPERM);
+    g_assert_cmpint(bdrv_pwrite(f, 0, 512, buf, 0), ==, 0);
+    json_object_unref(c);
+    bdrv_unref(r);
+    bdrv_unref(f);
+    g_unlink(path);
+    g_free(path);
+}
+
 /* ---- blkdebug ---------------------------------------------------------------------------------- */
 
 static void test_blkdebug(void)
@@ -624,6 +662,7 @@ int main(int argc, char **argv)
     g_test_add_func("/null/iothread", test_null_iothread);
     g_test_add_func("/raw/slice", test_raw_slice);
     g_test_add_func("/raw/nested", test_raw_nested);
+    g_test_add_func("/raw/passthrough", test_raw_passthrough);
     g_test_add_func("/blkdebug/inject-error", test_blkdebug);
     int ret = g_test_run();
     g_rmdir(scratch_dir);
