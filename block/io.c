@@ -902,6 +902,20 @@ int bdrv_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
 
 /* ---- drain --------------------------------------------------------------------------------- */
 
+static void disable_external_bh(void *opaque)
+{
+    aio_disable_external(opaque);
+}
+
+static void enable_external_bh(void *opaque)
+{
+    aio_enable_external(opaque);
+}
+
+/*
+ * External handlers (exports) of the node's context are off while we wait,
+ * so a steady stream of new requests cannot keep the drain from ending.
+ */
 void bdrv_drain(BlockDriverState *bs)
 {
     AioContext *ctx = bs->ctx;
@@ -910,7 +924,9 @@ void bdrv_drain(BlockDriverState *bs)
         AIO_WAIT_WHILE(ctx, bdrv_requests_pending(bs));
         aio_enable_external(ctx);
     } else {
+        aio_wait_bh_oneshot(ctx, disable_external_bh, ctx);
         AIO_WAIT_WHILE(ctx, bdrv_requests_pending(bs));
+        aio_wait_bh_oneshot(ctx, enable_external_bh, ctx);
     }
 }
 
