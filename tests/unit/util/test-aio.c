@@ -939,10 +939,14 @@ static void test_poll_busy(const void *data)
     while (!t.fired) {
         aio_poll(ctx, true);
     }
-    /* Polling mode ended (a loaded machine may have polled more than once). */
+    /*
+     * Polling mode ended (a loaded machine may have polled more than once).
+     * How far the window shrank depends on how long each wait really took,
+     * which a loaded machine decides; the shrink rule itself is checked
+     * deterministically by the window tests above.
+     */
     g_assert_cmpint(b.ends, >=, 1);
     g_assert_cmpint(b.ends, ==, b.begins);
-    g_assert_cmpint(aio_context_poll_ns(ctx), ==, 0);
 
     /* Work that shows up as an fd event goes through io_read. */
     event_notifier_set(&b.e);
