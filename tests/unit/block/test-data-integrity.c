@@ -24,6 +24,7 @@
 #include <glib/gstdio.h>
 
 #include "block/block.h"
+#include "block/block_int.h"
 #include "block/raw-aio.h"
 #include "util/iothread.h"
 
@@ -620,6 +621,140 @@ static void test_zeroes_fallback(Fixture *f)
     check_all(f);
 }
 
+/*
+ * Random batches: reads, writes (vectored, odd buffers), write zeroes and
+ * discards at random offsets and lengths, all in flight together, with
+ * small limits so requests split and bounce. Ranges of one batch do not
+ * overlap (so the result is defined) but may share blocks, which is where
+ * read-modify-write must serialise. Deterministic: a fixed seed.
+ */
+typedef struct RandOp {
+    int type;                    /* 0 read, 1 write, 2 zeroes, 3 discard */
+    int64_t off, len;
+    IOVector q;
+    uint8_t *buf;
+    Done d;
+} RandOp;
+
+static void test_random(Fixture *f)
+{
+    GRand *rand = g_rand_new_with_seed(0x5eed);
+    AioContext *ctx = bdrv_get_aio_context(f->bs);
+    enum { BATCHES = 60, OPS = 24 };
+    uint8_t *seen = g_malloc(f->size);
+
+    /* Small limits: 16 KiB per request, 8 segments (file node internals). */
+    f->bs->bl.max_transfer = 16384;
+    f->bs->bl.max_iov = 8;
+    bdrv_io_refresh_limits(f->bs);
+
+    for (int b = 0; b < BATCHES; b++) {
+        RandOp ops[OPS];
+        int nops = 0;
+        memset(seen, 0, f->size);
+        for (int tries = 0; nops < OPS && tries < 200; tries++) {
+            RandOp *o = &ops[nops];
+            o->type = g_rand_int_range(rand, 0, 4);
+            o->len = g_rand_int_range(rand, 1, g_rand_boolean(rand) ? 600 : 70000);
+            o->off = g_rand_int_range(rand, 0, f->size - o->len);
+            if (g_rand_boolean(rand)) {
+                o->off &= ~511;
+                o->len = MAX(o->len & ~511, 512);
+            }
+            bool clash = false;
+            for (int64_t i = o->off; i < o->off + o->len && !clash; i++) {
+                clash = seen[i];
+            }
+            if (clash) {
+                continue;
+            }
+            memset(seen + o->off, 1, o->len);
+            nops++;
+        }
+        for (int i = 0; i < nops; i++) {
+            RandOp *o = &ops[i];
+            memset(&o->d, 0, sizeof(o->d));
+            o->buf = NULL;
+            switch (o->type) {
+            case 0:
+            case 1: {
+                /* an odd buffer, cut into up to 12 segments */
+                o->buf = g_malloc(o->len + 7);
+                uint8_t *p = o->buf + g_rand_int_range(rand, 0, 7);
+                if (o->type == 1) {
+                    fill(p, o->off, o->len, 100 + b);
+                }
+                iovector_init(&o->q, 4);
+                int64_t pos = 0;
+                int segs = g_rand_int_range(rand, 1, 13);
+                for (int k = 0; k < segs - 1 && pos < o->len - 1; k++) {
+                    int64_t n = g_rand_int_range(rand, 1, (int)MAX(2, (o->len - pos) / 2));
+                    iovector_add(&o->q, p + pos, n);
+                    pos += n;
+                }
+                iovector_add(&o->q, p + pos, o->len - pos);
+                if (o->type == 0) {
+                    bdrv_aio_preadv(f->bs, o->off, &o->q, 0, done_cb, &o->d);
+                } else {
+                    bdrv_aio_pwritev(f->bs, o->off, &o->q, 0, done_cb, &o->d);
+                    model_write(f, o->off, o->len, 100 + b);
+                }
+                break;
+            }
+            case 2:
+                bdrv_aio_pwrite_zeroes(f->bs, o->off, o->len,
+                                       g_rand_boolean(rand) ? BDRV_REQ_MAY_UNMAP : 0,
+                                       done_cb, &o->d);
+                memset(f->model + o->off, 0, o->len);
+                break;
+            default:
+                /* Discard: only whole aligned blocks drop; the model learns after. */
+                bdrv_aio_pdiscard(f->bs, o->off, o->len, done_cb, &o->d);
+                break;
+            }
+        }
+        AIO_WAIT_WHILE(ctx, ({ bool busy = false;
+                               for (int i = 0; i < nops; i++) busy |= ops[i].d.calls == 0;
+                               busy; }));
+        for (int i = 0; i < nops; i++) {
+            RandOp *o = &ops[i];
+            g_assert_cmpint(o->d.calls, ==, 1);
+            g_assert_cmpint(o->d.ret, ==, 0);
+            if (o->type == 0) {
+                uint8_t *got = g_malloc(o->len);
+                iov_to_buf(o->q.iov, o->q.niov, 0, got, o->len);
+                for (int64_t k = 0; k < o->len; k++) {
+                    if (got[k] != f->model[o->off + k]) {
+                        g_error("batch %d: read at %" G_GINT64_FORMAT ": byte %" G_GINT64_FORMAT
+                                " is 0x%02x, expected 0x%02x", b, o->off, k, got[k],
+                                f->model[o->off + k]);
+                    }
+                }
+                g_free(got);
+            }
+            if (o->type == 3) {
+                /* each byte is either unchanged or zero; take what the file says */
+                uint8_t *got = g_malloc(o->len);
+                g_assert_cmpint(pread(f->check_fd, got, o->len, o->off), ==, o->len);
+                for (int64_t k = 0; k < o->len; k++) {
+                    g_assert_true(got[k] == 0 || got[k] == f->model[o->off + k]);
+                }
+                memcpy(f->model + o->off, got, o->len);
+                g_free(got);
+            }
+            if (o->type <= 1) {
+                iovector_destroy(&o->q);
+                g_free(o->buf);
+            }
+        }
+        if (b % 10 == 9) {
+            check_all(f);
+        }
+    }
+    g_free(seen);
+    g_rand_free(rand);
+}
+
 /* ---- moving to an iothread under load -------------------------------------------------- */
 
 /*
@@ -894,6 +1029,7 @@ static const struct {
     { "drain", test_drain },
     { "rmw-serialisation", test_rmw },
     { "zeroes-fallback", test_zeroes_fallback },
+    { "random-batches", test_random },
     { "iothread-move", test_iothread_move },
     { "locking", test_locking },
 };
