@@ -157,6 +157,17 @@ BlockExport *nbd_export_add(const BlockExportOptions *opts, Error **errp)
         return NULL;
     }
 
+    if (opts->ctx && opts->ctx != bdrv_get_aio_context(bs)) {
+        /* Connections of another export of this node run in its current context. */
+        for (BlockExport *e = exports; e; e = e->next) {
+            if (e->bs == bs) {
+                error_setg(errp, "Node '%s' is already exported by '%s' in another thread",
+                           opts->node_name, e->id);
+                return NULL;
+            }
+        }
+    }
+
     BlockExport *exp = g_new0(BlockExport, 1);
     exp->bs = bs;
     export_block_sizes(exp);

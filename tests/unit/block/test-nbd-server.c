@@ -1185,6 +1185,14 @@ static void test_iothread(void)
                              .ctx = iothread_get_aio_context(iot) };
     g_assert_nonnull(nbd_export_add(&o, &error_abort));
     g_assert_true(bdrv_get_aio_context(bs) == iothread_get_aio_context(iot));
+    /* A second export of the node cannot pull it into yet another thread. */
+    BlockExportOptions o2 = { .id = "e1", .node_name = "n0", .name = "other",
+                              .ctx = aio_context_main() };
+    Error *err = NULL;
+    g_assert_null(nbd_export_add(&o2, &err));
+    g_assert_cmpstr(error_get_pretty(err), ==,
+                    "Node 'n0' is already exported by 'e0' in another thread");
+    g_clear_error(&err);
     Client c1 = cl_go("n0", true, false), c2 = cl_go("n0", false, false);
     uint8_t buf[8192];
     for (int i = 0; i < 50; i++) {
