@@ -123,10 +123,10 @@ typedef struct LuringEngine {
     unsigned sq_entries;
     unsigned inflight;                 /* SQEs filled and not yet completed */
     unsigned plugged;
-    unsigned reaping;                  /* nesting depth of luring_reap() */
+    unsigned reaping;                  /* our frames running callbacks (luring_cb_enter) */
     bool submit_bh_pending;
     bool polling;                      /* the loop busy-polls us: eventfd off */
-    bool destroying;
+    bool zombie;                       /* destroyed from within one of our callbacks */
 
     RawAioReq *ovf_head, *ovf_tail;    /* waiting for free SQEs, FIFO */
     RawAioReq *done_head, *done_tail;  /* synchronous results awaiting their BH */
@@ -995,6 +995,29 @@ static void luring_handle_cqe(LuringEngine *e, uint64_t ud, int res)
     }
 }
 
+static void luring_free(LuringEngine *e);
+
+/*
+ * Our frames that run callbacks (reaping CQEs, synchronous results) count
+ * in e->reaping. A callback may destroy the instance (a nested aio_poll
+ * running a close): destroy() then drains and leaves a zombie that the
+ * outermost of those frames frees on its way out. Returns false when e is
+ * gone.
+ */
+static inline void luring_cb_enter(LuringEngine *e)
+{
+    e->reaping++;
+}
+
+static inline bool luring_cb_leave(LuringEngine *e)
+{
+    if (--e->reaping == 0 && G_UNLIKELY(e->zombie)) {
+        luring_free(e);
+        return false;
+    }
+    return true;
+}
+
 /*
  * Runs deferred/cooperative task work, which posts CQEs only when we enter.
  *
@@ -1033,7 +1056,7 @@ static void luring_reap(LuringEngine *e)
 {
     struct io_uring_cqe *cqe;
 
-    e->reaping++;
+    luring_cb_enter(e);
     if (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
         luring_run_task_work(e);
     }
@@ -1046,8 +1069,10 @@ static void luring_reap(LuringEngine *e)
         luring_handle_cqe(e, ud, res);
     }
     luring_refill(e);
-    e->reaping--;
-    if (!e->reaping && !e->plugged && io_uring_sq_ready(&e->ring)) {
+    if (!luring_cb_leave(e)) {
+        return;
+    }
+    if (!e->reaping && !e->plugged && luring_staged(e)) {
         if (e->submit_bh_pending) {
             e->submit_bh_pending = false;
             aio_bh_cancel(e->submit_bh);
@@ -1118,10 +1143,7 @@ static void luring_submit_bh(void *opaque)
     LuringEngine *e = opaque;
 
     e->submit_bh_pending = false;
-    luring_reap(e);
-    if (!e->plugged) {
-        luring_flush(e);
-    }
+    luring_reap(e);     /* submits what is staged on its way out */
 }
 
 static void luring_sync_done(void *opaque, int ret)
@@ -1130,7 +1152,11 @@ static void luring_sync_done(void *opaque, int ret)
     LuringEngine *e = req->engine_priv[0];
 
     e->tp_inflight--;
+    luring_cb_enter(e);
     luring_finish(req, ret);
+    if (!luring_cb_leave(e)) {
+        return;
+    }
     /* The callback may have submitted: send it (a no-op when nothing is staged). */
     if (!e->plugged && !e->reaping && luring_staged(e)) {
         luring_flush(e);
@@ -1142,12 +1168,16 @@ static void luring_done_bh(void *opaque)
     LuringEngine *e = opaque;
     RawAioReq *req;
 
+    luring_cb_enter(e);
     while ((req = e->done_head)) {
         e->done_head = req->next;
         if (!e->done_head) {
             e->done_tail = NULL;
         }
         luring_finish(req, (int)(int64_t)req->engine_u64[1]);
+    }
+    if (luring_cb_leave(e) && !e->reaping && !e->plugged && luring_staged(e)) {
+        luring_flush(e);
     }
 }
 
@@ -1174,8 +1204,10 @@ static void luring_foreign_cqe(void *opaque, uint64_t user_data, int32_t res,
     RawAioReq *req = (RawAioReq *)(uintptr_t)(user_data & ~(uint64_t)TAG_MASK);
     LuringEngine *e = req->engine_priv[1];
 
+    luring_cb_enter(e);
     luring_handle_cqe(e, (uint64_t)(uintptr_t)req | TAG_MAIN, res);
     luring_refill(e);
+    luring_cb_leave(e);
 }
 
 /* ---- Ops ------------------------------------------------------------------------ */
@@ -1912,13 +1944,19 @@ static void luring_destroy(RawAioEngine *base)
 {
     LuringEngine *e = luring_of(base);
 
-    e->destroying = true;
     e->plugged = 0;
     if (e->submit_bh) {
         /* Every request completes, its callback runs, before the ring goes. */
         while (e->shared && (e->inflight || e->ovf_head || e->done_head || e->tp_inflight)) {
-            /* Our CQEs arrive through the loop's dispatch. */
-            aio_poll(base->ctx, true);
+            /*
+             * Our CQEs arrive through the loop's dispatch. Called from one
+             * of our callbacks, CQEs the loop already copied out would not
+             * stop a blocking wait (aio_poll only counts BHs and notify as
+             * pending work), so look without blocking first.
+             */
+            if (!aio_poll(base->ctx, false)) {
+                aio_poll(base->ctx, true);
+            }
         }
         while (e->inflight || e->ovf_head || e->done_head || e->tp_inflight ||
                luring_staged(e)) {
@@ -1944,12 +1982,35 @@ static void luring_destroy(RawAioEngine *base)
             aio_set_fd_handler(base->ctx, event_notifier_get_fd(&e->notifier), false,
                                NULL, NULL, NULL, NULL, NULL);
         }
+    }
+    if (e->reaping) {
+        /* From within our callback: the frames below us still use e and the ring. */
+        e->zombie = true;
+        return;
+    }
+    luring_free(e);
+}
+
+static void luring_pool_put_bh(void *opaque)
+{
+    thread_pool_put(opaque);
+}
+
+/* Final teardown; nothing is in flight and no frame of ours runs. */
+static void luring_free(LuringEngine *e)
+{
+    if (e->submit_bh) {
         aio_bh_delete(e->submit_bh);
         aio_bh_delete(e->done_bh);
         aio_bh_delete(e->iopoll_bh);
     }
     if (e->pool_tp) {
-        thread_pool_put(e->pool_tp);
+        if (e->zombie) {
+            /* We may be inside the pool's own completion dispatch: put it later. */
+            aio_bh_schedule_oneshot(e->base.ctx, luring_pool_put_bh, e->pool_tp);
+        } else {
+            thread_pool_put(e->pool_tp);
+        }
     }
     if (e->sqpoll) {
         luring_sqpoll_unlink(e);

@@ -1077,6 +1077,69 @@ static void test_wrong_thread(void)
     close(fd);
 }
 
+/*
+ * A completion callback that destroys the instance (as a close run by a
+ * nested aio_poll would): the rest completes inside destroy(), and the
+ * instance is freed once our frames unwind (ASan checks).
+ */
+typedef struct SelfDestruct {
+    RawAioEngine *e;
+    int count;
+    int count_at_destroy;
+} SelfDestruct;
+
+static void self_destruct_cb(void *opaque, int ret)
+{
+    SelfDestruct *sd = opaque;
+
+    g_assert_cmpint(ret, ==, 0);
+    if (++sd->count == 1) {
+        ops->destroy(sd->e);
+        sd->count_at_destroy = sd->count;
+    }
+}
+
+static void run_self_destruct(RawAioConfig *cfg, bool via_pool)
+{
+    int fd = make_file("selfdestruct", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(32 * 4096);
+    TestReq t[32];
+    SelfDestruct sd = { 0 };
+    int slot = -1;
+
+    sd.e = create_engine(cfg);
+    if (!via_pool && cfg->fixed_files) {
+        slot = ops->add_file(sd.e, fd, O_RDWR, &error_abort);
+    }
+    for (int i = 0; i < 32; i++) {
+        prep(&t[i], RAW_AIO_READ, fd, slot, (uint64_t)i * 4096, buf + i * 4096, 4096);
+        t[i].req.cb = self_destruct_cb;
+        t[i].req.opaque = &sd;
+        g_assert_cmpint(raw_aio_submit(sd.e, &t[i].req), ==, 0);
+    }
+    while (sd.count < 32) {
+        aio_poll(ctx, true);
+    }
+    g_assert_cmpint(sd.count_at_destroy, ==, 32);
+    check_pattern(buf, 0, 32 * 4096);
+    /* Let deferred work (the thread pool's put) run. */
+    while (aio_poll(ctx, false)) {
+    }
+    close(fd);
+}
+
+static void test_destroy_from_callback(void)
+{
+    RawAioConfig cfg = default_cfg();
+
+    cfg.queue_depth = 8;
+    run_self_destruct(&cfg, false);
+    /* Completions from the thread pool: a restricted fixed-file ring and a plain fd. */
+    cfg.fixed_files = true;
+    cfg.restrict_ops = RAW_AIO_ONOFFAUTO_ON;
+    run_self_destruct(&cfg, true);
+}
+
 /* ---- Availability ------------------------------------------------------------------- */
 
 static void disable_env_child(void)
@@ -1190,6 +1253,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/iopoll-refused", test_iopoll_refused);
     g_test_add_func("/io_uring/restrict", test_restrict);
     g_test_add_func("/io_uring/destroy-inflight", test_destroy_inflight);
+    g_test_add_func("/io_uring/destroy-from-callback", test_destroy_from_callback);
     g_test_add_func("/io_uring/taskrun/default-defer", test_default_defer);
     g_test_add_func("/io_uring/taskrun/wrong-thread", test_wrong_thread);
     g_test_add_data_func("/io_uring/taskrun/plain/rw", test_read_write, run_plain);
@@ -1212,6 +1276,8 @@ int main(int argc, char **argv)
     g_test_add_data_func("/io_uring/shared-ring/fua", test_shared_fua, run_shared);
     g_test_add_data_func("/io_uring/shared-ring/destroy-inflight", test_destroy_inflight,
                          run_shared);
+    g_test_add_data_func("/io_uring/shared-ring/destroy-from-callback",
+                         test_destroy_from_callback, run_shared);
     ret = g_test_run();
     rmdir(scratch_dir);
     g_free(scratch_dir);
