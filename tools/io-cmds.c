@@ -597,7 +597,7 @@ static const char write_help[] =
 "   write -z -u 1M 1M         zero 1 MiB, letting the file deallocate it\n"
 "\n"
 " -C  print the statistics as one comma-separated line\n"
-" -f  Force Unit Access: durable when it completes\n"
+" -f  Force Unit Access: durable when it completes (also -F)\n"
 " -n  with -z: fail with ENOTSUP rather than write a buffer of zeroes\n"
 " -p  accepted and ignored (old scripts use it)\n"
 " -P  the byte to write\n"
@@ -615,10 +615,10 @@ static int write_f(IoSession *s, int argc, char **argv)
     int64_t offset, count;
 
     optind = 0;
-    while ((c = getopt(argc, argv, "CfnpP:quz")) != -1) {
+    while ((c = getopt(argc, argv, "CfFnpP:quz")) != -1) {
         switch (c) {
         case 'C': Cflag = true; break;
-        case 'f': flags |= BDRV_REQ_FUA; break;
+        case 'f': case 'F': flags |= BDRV_REQ_FUA; break;
         case 'n': nflag = true; flags |= BDRV_REQ_NO_FALLBACK; break;
         case 'p': break;
         case 'P':
@@ -688,7 +688,7 @@ static const char writev_help[] =
 " with an I/O vector of that many elements), all filled with the pattern.\n"
 "\n"
 " -C  print the statistics as one comma-separated line\n"
-" -f  Force Unit Access: durable when it completes\n"
+" -f  Force Unit Access: durable when it completes (also -F)\n"
 " -P  the byte to write (default 0xcd)\n"
 " -q  print nothing but errors\n"
 "\n";
@@ -701,10 +701,10 @@ static int writev_f(IoSession *s, int argc, char **argv)
     int64_t offset, total;
 
     optind = 0;
-    while ((c = getopt(argc, argv, "CfP:q")) != -1) {
+    while ((c = getopt(argc, argv, "CfFP:q")) != -1) {
         switch (c) {
         case 'C': Cflag = true; break;
-        case 'f': flags |= BDRV_REQ_FUA; break;
+        case 'f': case 'F': flags |= BDRV_REQ_FUA; break;
         case 'P':
             pattern = io_parse_pattern(optarg);
             if (pattern < 0) {
@@ -917,7 +917,7 @@ static const char aio_write_help[] =
 " command succeeds once the request is submitted.\n"
 "\n"
 " -C  print the statistics as one comma-separated line\n"
-" -f  Force Unit Access: durable when it completes\n"
+" -f  Force Unit Access: durable when it completes (also -F)\n"
 " -P  the byte to write (default 0xcd)\n"
 " -q  print nothing but errors\n"
 " -u  with -z: the range may be deallocated\n"
@@ -932,10 +932,10 @@ static int aio_write_f(IoSession *s, int argc, char **argv)
     int c;
 
     optind = 0;
-    while ((c = getopt(argc, argv, "CfP:quz")) != -1) {
+    while ((c = getopt(argc, argv, "CfFP:quz")) != -1) {
         switch (c) {
         case 'C': tmpl.Cflag = true; break;
-        case 'f': flags |= BDRV_REQ_FUA; break;
+        case 'f': case 'F': flags |= BDRV_REQ_FUA; break;
         case 'P':
             tmpl.Pflag = true;
             tmpl.pattern = io_parse_pattern(optarg);
