@@ -120,6 +120,7 @@ struct NbdConn {
     unsigned nr_options;
     GByteArray *hs_out;
     size_t hs_out_pos;
+    AioTimer hs_timer;          /* the handshake's deadline */
     bool hs_abort;              /* close once the output is flushed */
     bool hs_go;                 /* enter transmission once the output is flushed */
 
@@ -147,11 +148,14 @@ typedef struct NbdServer {
     int nr_listen;
     char *unix_path;
     unsigned max_connections;
+    int64_t handshake_timeout_ns;
     unsigned nr_conns;
     NbdConn *conns;
 } NbdServer;
 
-static NbdServer server = { .nr_listen = 0 };
+#define NBD_HANDSHAKE_TIMEOUT_NS (10 * 1000000000ll)   /* as QEMU's handshake-max-seconds */
+
+static NbdServer server = { .nr_listen = 0, .handshake_timeout_ns = NBD_HANDSHAKE_TIMEOUT_NS };
 
 static void conn_read(void *opaque);
 static void conn_write(void *opaque);
@@ -259,6 +263,7 @@ static void hs_update_handlers(NbdConn *c)
 
 static void hs_finish(NbdConn *c)
 {
+    aio_timer_del(&c->hs_timer);
     aio_set_fd_handler(c->ctx, c->fd, true, NULL, NULL, NULL, NULL, NULL);
     close(c->fd);
     c->fd = -1;
@@ -632,6 +637,7 @@ static void hs_after_output(NbdConn *c)
             g_byte_array_unref(c->hs_out);
             c->hs_out = NULL;
         }
+        aio_timer_del(&c->hs_timer);
         c->phase = CONN_HANDOFF;
         c->handed_off = true;
         c->ctx = c->exp->ctx;
@@ -714,8 +720,22 @@ static void hs_read(void *opaque)
     }
 }
 
+/* A client that does not finish its handshake in time is dropped (it holds a slot). */
+static void hs_timeout(void *opaque)
+{
+    NbdConn *c = opaque;
+    if (c->phase == CONN_HANDSHAKE) {
+        hs_finish(c);
+    }
+}
+
 static void hs_start(NbdConn *c)
 {
+    aio_timer_init(&c->hs_timer, c->ctx, AIO_CLOCK_MONOTONIC, hs_timeout, c);
+    if (server.handshake_timeout_ns > 0) {
+        aio_timer_mod_ns(&c->hs_timer,
+                         aio_clock_get_ns(AIO_CLOCK_MONOTONIC) + server.handshake_timeout_ns);
+    }
     uint8_t g[18];
     put64(g, NBD_INIT_MAGIC);
     put64(g + 8, NBD_OPTS_MAGIC);
@@ -1601,6 +1621,11 @@ bool nbd_server_start(const NbdServerAddr *addr, unsigned max_connections, Error
                            NULL, NULL, NULL, (void *)(intptr_t)server.listen_fds[i]);
     }
     return true;
+}
+
+void nbd_server_set_handshake_timeout(int64_t ns)
+{
+    server.handshake_timeout_ns = ns;
 }
 
 bool nbd_server_running(void)

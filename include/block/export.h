@@ -39,6 +39,12 @@ bool nbd_server_running(void);
 bool nbd_server_add_client(int fd, Error **errp);
 /* Connections open now (handshaking or bound to an export). */
 unsigned nbd_server_connection_count(void);
+/*
+ * Clients that have not entered the transmission phase this long after
+ * connecting are disconnected (default 10 s, as QEMU's handshake-max-seconds;
+ * 0 = no limit). Applies to connections accepted afterwards.
+ */
+void nbd_server_set_handshake_timeout(int64_t ns);
 /* The TCP port the server listens on (useful with port "0"), or -1. */
 int nbd_server_local_port(void);
 

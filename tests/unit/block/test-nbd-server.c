@@ -1175,6 +1175,24 @@ static void test_inet(void)
     teardown();
 }
 
+/* A client that never finishes its handshake is dropped at the deadline. */
+static void test_handshake_timeout(void)
+{
+    setup();
+    nbd_server_set_handshake_timeout(50 * 1000 * 1000);
+    int idle = cl_connect_raw();                         /* sends nothing */
+    Client c = cl_go("disk", false, false);              /* in transmission: unaffected */
+    cl_expect_eof(idle);
+    close(idle);
+    wait_conns(1);
+    uint8_t buf[512];
+    cl_request(&c, NBD_CMD_READ, 0, 1, 0, 512);
+    g_assert_cmpuint(cl_read_reply(&c, 1, buf, 512), ==, 0);
+    cl_close(&c);
+    nbd_server_set_handshake_timeout(10ll * 1000 * 1000 * 1000);
+    teardown();
+}
+
 /* An export in an IOThread: the handshake in the main thread, I/O in the IOThread. */
 static void test_iothread(void)
 {
@@ -1274,6 +1292,7 @@ int main(int argc, char **argv)
     g_test_add_func("/nbd/concurrency/disconnect-mid-write", test_disconnect_mid_write);
     g_test_add_func("/nbd/server/connect-cycles", test_connect_cycles);
     g_test_add_func("/nbd/server/inet", test_inet);
+    g_test_add_func("/nbd/handshake/timeout", test_handshake_timeout);
     g_test_add_func("/nbd/iothread/export", test_iothread);
     int ret = g_test_run();
     g_autofree char *img = g_build_filename(scratch_dir, "disk.img", NULL);
