@@ -10,6 +10,9 @@
  * layer, and buffers come from bdrv_blockalign() (16 bytes off with -m,
  * so that O_DIRECT has to bounce).
  *
+ * Opening images (the -drive expansion, --image-opts merging) is in
+ * io-open.c; the program options and stdin are in io.c.
+ *
  * Threads: every command that touches the image runs in the image's
  * AioContext thread. For an image in an IOThread, io_run_command() hands
  * the command over with aio_wait_bh_oneshot() and waits; aio_* completions

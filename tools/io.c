@@ -186,6 +186,9 @@ static bool command_loop_interactive(IoSession *s)
         g_free(line);
     }
     stdin_wait(&in, false);
+    if (in.eof && isatty(STDIN_FILENO)) {
+        putchar('\n');     /* Ctrl-D at the prompt: end the line */
+    }
     g_string_free(in.buf, true);
     return ok;
 }
