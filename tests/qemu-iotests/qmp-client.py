@@ -10,7 +10,8 @@ Directives (lines starting with '#'):
   # text          printed as a comment
   #raw TEXT       send TEXT with no newline and no marker; print nothing
   #sync           send only the marker, print what arrives before its reply
-  #wait EVENT     print messages until the event EVENT arrives
+  #wait EVENT     print messages until the event EVENT arrives (at once if
+                  it arrived since the last #wait for it)
   #close          close the connection (a new one is opened by #open)
   #open           connect again and print the greeting
   #eof            read until the server closes the connection
@@ -21,6 +22,7 @@ import socket
 import sys
 
 MARKER_ID = "__marker__"
+seen_events = []
 
 
 class Conn:
@@ -43,6 +45,8 @@ class Conn:
 
 
 def show(msg):
+    if "event" in msg:
+        seen_events.append(msg["event"])
     if "timestamp" in msg:
         ts = msg["timestamp"]
         assert set(ts) == {"seconds", "microseconds"}, ts
@@ -92,6 +96,9 @@ def main():
             continue
         if line.startswith("#wait "):
             want = line[6:]
+            if want in seen_events:
+                seen_events.remove(want)
+                continue
             while True:
                 m = c.recv_msg()
                 if m is None:
@@ -99,6 +106,7 @@ def main():
                     break
                 show(m)
                 if m.get("event") == want:
+                    seen_events.remove(want)
                     break
             continue
         if line == "#close":

@@ -44,9 +44,12 @@ typedef struct QmpConn {
     size_t word_len;
     bool negotiated;
     bool dead;
+    bool busy;           /* in conn_read: freeing waits until it returns */
 } QmpConn;
 
 static GPtrArray *qmp_conns;
+/* A command is running: no connection reads (see monitors_suspend). */
+static bool qmp_suspended;
 
 static void conn_update_handlers(QmpConn *c);
 
@@ -62,11 +65,12 @@ static void conn_close(QmpConn *c)
     close(c->fd);
     c->fd = -1;
     g_ptr_array_remove(qmp_conns, c);
-    /* Freed later: this may run inside the connection's own handler. */
-    aio_bh_schedule_oneshot(aio_context_main(), (AioBHFunc *)g_free, c);
     g_string_free(c->in, true);
     g_string_free(c->out, true);
     c->in = c->out = NULL;
+    if (!c->busy) {
+        g_free(c);
+    }
 }
 
 /* Writes what the socket takes now; false when the connection died. */
@@ -181,6 +185,19 @@ void sd_qmp_event(const char *name, JsonObject *data)
     json_node_unref(n);
 }
 
+/*
+ * Commands may poll the main loop (an I/O thread starting, a node
+ * draining). Reading is off meanwhile on every connection, so no command
+ * starts inside another and replies keep the order of the commands.
+ */
+static void monitors_suspend(bool suspend)
+{
+    qmp_suspended = suspend;
+    for (guint i = 0; qmp_conns && i < qmp_conns->len; i++) {
+        conn_update_handlers(g_ptr_array_index(qmp_conns, i));
+    }
+}
+
 /* ---- commands ---------------------------------------------------------------------- */
 
 static void handle_message(QmpConn *c, const char *text, gsize len)
@@ -266,7 +283,9 @@ static void handle_message(QmpConn *c, const char *text, gsize len)
     if (!qapi_check_command(name, args, &err)) {
         goto fail;
     }
+    monitors_suspend(true);
     JsonNode *ret = sd_qmp_dispatch(name, args, raw_args, &err);
+    monitors_suspend(false);
     if (!ret) {
         goto fail;
     }
@@ -345,12 +364,13 @@ static void conn_scan(QmpConn *c, const char *buf, size_t len)
                 c->depth = 1;
                 g_string_truncate(c->in, 0);
                 g_string_append_c(c->in, ch);
-            } else if (space) {
+            } else if (ch == '\n') {
+                /* Junk is reported once per line, however many tokens it has. */
                 if (c->junk) {
                     report_input_error(c, "invalid token outside a JSON value");
                     c->junk = false;
                 }
-            } else {
+            } else if (!space) {
                 c->junk = true;
             }
             continue;
@@ -405,9 +425,8 @@ static void conn_scan(QmpConn *c, const char *buf, size_t len)
     }
 }
 
-static void conn_read(void *opaque)
+static void conn_read_all(QmpConn *c)
 {
-    QmpConn *c = opaque;
     char buf[4096];
 
     for (;;) {
@@ -429,6 +448,17 @@ static void conn_read(void *opaque)
     }
 }
 
+static void conn_read(void *opaque)
+{
+    QmpConn *c = opaque;
+    c->busy = true;
+    conn_read_all(c);
+    c->busy = false;
+    if (c->dead) {
+        g_free(c);
+    }
+}
+
 static void conn_write(void *opaque)
 {
     conn_flush(opaque);
@@ -436,7 +466,10 @@ static void conn_write(void *opaque)
 
 static void conn_update_handlers(QmpConn *c)
 {
-    aio_set_fd_handler(aio_context_main(), c->fd, true, conn_read,
+    if (c->dead) {
+        return;
+    }
+    aio_set_fd_handler(aio_context_main(), c->fd, true, qmp_suspended ? NULL : conn_read,
                        c->out->len ? conn_write : NULL, NULL, NULL, c);
 }
 
@@ -527,12 +560,17 @@ void sd_monitor_cleanup(void)
     gint64 deadline = g_get_monotonic_time() + G_USEC_PER_SEC;
     while (qmp_conns && qmp_conns->len) {
         QmpConn *c = g_ptr_array_index(qmp_conns, 0);
-        while (c->out->len && conn_flush(c) && c->out->len) {
+        bool alive = true;
+        while (alive && c->out->len) {
+            alive = conn_flush(c);    /* false: c is closed and freed */
             gint64 left = (deadline - g_get_monotonic_time()) / 1000;
-            struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
-            if (left <= 0 || poll(&pfd, 1, (int)left) <= 0) {
+            struct pollfd pfd = { .fd = alive ? c->fd : -1, .events = POLLOUT };
+            if (!alive || !c->out->len || left <= 0 || poll(&pfd, 1, (int)left) <= 0) {
                 break;
             }
+        }
+        if (!alive) {
+            continue;
         }
         conn_close(c);
     }
