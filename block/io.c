@@ -958,7 +958,7 @@ uint32_t bdrv_request_alignment(BlockDriverState *bs)
     return a;
 }
 
-void *bdrv_blockalign(BlockDriverState *bs, size_t size)
+void *bdrv_try_blockalign(BlockDriverState *bs, size_t size)
 {
     BlockDriverState *bottom = bdrv_bottom(bs);
     size_t align = MAX(bdrv_min_mem_align(bs), (size_t)sysconf(_SC_PAGESIZE));
@@ -973,6 +973,15 @@ void *bdrv_blockalign(BlockDriverState *bs, size_t size)
         }
     }
     if (posix_memalign(&p, align, size) != 0) {
+        return NULL;
+    }
+    return p;
+}
+
+void *bdrv_blockalign(BlockDriverState *bs, size_t size)
+{
+    void *p = bdrv_try_blockalign(bs, size);
+    if (!p) {
         g_error("bdrv_blockalign: out of memory (%zu bytes)", size);
     }
     return p;

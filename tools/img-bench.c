@@ -59,6 +59,7 @@ struct Bench {
     /* Workload. */
     uint64_t count;
     int depth;
+    int nslots;               /* request slots: min(depth, count) */
     int64_t bufsize;
     int64_t offset;           /* next sequential offset */
     int64_t start_offset;
@@ -237,7 +238,7 @@ static void bench_run(Bench *b)
 {
     int64_t now = b->record_latency ? aio_clock_get_ns(AIO_CLOCK_MONOTONIC) : 0;
     bdrv_io_plug(b->bs);
-    for (int i = 0; i < b->depth && b->submitted < b->count; i++) {
+    for (int i = 0; i < b->nslots && b->submitted < b->count; i++) {
         bench_submit(b, &b->slots[i], now);
     }
     bdrv_io_unplug(b->bs);
@@ -480,13 +481,6 @@ int img_bench(int argc, char **argv)
         error_report("--no-drain only makes sense with --flush-interval");
         return 1;
     }
-    /* Every slot has its own buffer: refuse what would only end in the OOM killer. */
-    if ((uint64_t)depth * (uint64_t)bufsize > BENCH_MAX_BUFFER_BYTES) {
-        error_report("Buffers for %" PRId64 " requests of %" PRId64 " bytes in parallel "
-                     "exceed %llu GiB; lower -d or -s", depth, bufsize,
-                     BENCH_MAX_BUFFER_BYTES >> 30);
-        return 1;
-    }
     if (o.image_opts && (o.fmt || o.cache || o.aio || nocache)) {
         error_report("--image-opts cannot be combined with -f, -t, -n or -i: "
                      "give driver, cache.direct and aio in the options string");
@@ -532,27 +526,48 @@ int img_bench(int argc, char **argv)
         error_report("Could not get the image size: %s", g_strerror((int)-b->image_size));
         goto out;
     }
+    /*
+     * The first request must fit; sequential offsets wrap before a request
+     * would cross the end and random ones are drawn below it, so then all fit.
+     * Checked before any buffer is allocated: a request larger than the image
+     * must not cost depth times its size in memory first.
+     */
+    if (offset > b->image_size - bufsize) {
+        error_report("Requests of %" PRId64 " bytes from offset %" PRId64
+                     " do not fit in the image (%" PRId64 " bytes)",
+                     bufsize, offset, b->image_size);
+        goto out;
+    }
+    /* No more buffers than requests; each slot has its own, so bound the total. */
+    b->nslots = (int)MIN((uint64_t)depth, (uint64_t)count);
+    if ((uint64_t)b->nslots * (uint64_t)bufsize > BENCH_MAX_BUFFER_BYTES) {
+        error_report("Buffers for %d requests of %" PRId64 " bytes in parallel "
+                     "exceed %llu GiB; lower -d or -s", b->nslots, bufsize,
+                     BENCH_MAX_BUFFER_BYTES >> 30);
+        goto out;
+    }
     if (random_offsets) {
-        if (offset + bufsize > b->image_size) {
-            error_report("Image too small for random requests of %" PRId64 " bytes from "
-                         "offset %" PRId64, bufsize, offset);
-            goto out;
-        }
         b->nblocks = (uint64_t)((b->image_size - offset - bufsize) / bufsize + 1);
     }
 
     /* Everything the loop needs is allocated before the clock starts. */
-    b->slots = g_new0(BenchSlot, b->depth);
-    b->idle = g_new0(BenchSlot *, b->depth);
-    for (int i = 0; i < b->depth; i++) {
+    b->slots = g_new0(BenchSlot, b->nslots);
+    b->idle = g_new0(BenchSlot *, b->nslots);
+    for (int i = 0; i < b->nslots; i++) {
         b->slots[i].b = b;
         if (read_pct > 0) {
-            b->slots[i].buf = bdrv_blockalign(bs, (size_t)bufsize);
+            b->slots[i].buf = bdrv_try_blockalign(bs, (size_t)bufsize);
+            if (!b->slots[i].buf) {
+                goto oom;
+            }
             memset(b->slots[i].buf, 0, (size_t)bufsize);
         }
     }
     if (any_write) {
-        b->wbuf = bdrv_blockalign(bs, (size_t)bufsize);
+        b->wbuf = bdrv_try_blockalign(bs, (size_t)bufsize);
+        if (!b->wbuf) {
+            goto oom;
+        }
         memset(b->wbuf, (int)pattern, (size_t)bufsize);
     }
 
@@ -592,10 +607,14 @@ int img_bench(int argc, char **argv)
         printf("Run completed in %3.3f seconds.\n", secs);
     }
     ret = 0;
+    goto out;
 
+oom:
+    error_report("Could not allocate request buffers of %" PRId64 " bytes: %s",
+                 bufsize, g_strerror(ENOMEM));
 out:
     if (b->slots) {
-        for (int i = 0; i < b->depth; i++) {
+        for (int i = 0; i < b->nslots; i++) {
             if (b->slots[i].buf) {
                 bdrv_blockalign_free(bs, b->slots[i].buf, (size_t)bufsize);
             }

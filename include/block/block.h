@@ -168,6 +168,8 @@ uint32_t bdrv_request_alignment(BlockDriverState *bs);
  * registered pool when fixed buffers are active. Never NULL (aborts on OOM).
  */
 void *bdrv_blockalign(BlockDriverState *bs, size_t size);
+/* As bdrv_blockalign(), but NULL when the memory is not there (large tool buffers). */
+void *bdrv_try_blockalign(BlockDriverState *bs, size_t size);
 /*
  * Frees a bdrv_blockalign() buffer. Free buffers before the node is closed
  * or moved to another AioContext: a pooled buffer belongs to the engine
