@@ -1143,7 +1143,19 @@ static void luring_submit_bh(void *opaque)
     LuringEngine *e = opaque;
 
     e->submit_bh_pending = false;
-    luring_reap(e);     /* submits what is staged on its way out */
+    luring_cb_enter(e);
+    luring_reap(e);
+    if (!luring_cb_leave(e)) {
+        return;
+    }
+    /*
+     * Unlike luring_reap()'s own flush, also inside an outer reap: this BH
+     * exists for a callback that nests aio_poll() waiting for what it
+     * submitted.
+     */
+    if (!e->plugged) {
+        luring_flush(e);
+    }
 }
 
 static void luring_sync_done(void *opaque, int ret)

@@ -465,6 +465,55 @@ static void test_callback_resubmit(void)
     close(fd);
 }
 
+/* A callback that submits and then nests aio_poll() until that request is done. */
+typedef struct Nest {
+    RawAioEngine *e;
+    int fd;
+    TestReq inner;
+    uint8_t buf[4096];
+    int outer_done;
+} Nest;
+
+static void nest_cb(void *opaque, int ret)
+{
+    Nest *n = opaque;
+
+    g_assert_cmpint(ret, ==, 0);
+    if (n->outer_done++ == 0) {
+        prep(&n->inner, RAW_AIO_READ, n->fd, -1, 8192, n->buf, 4096);
+        g_assert_cmpint(raw_aio_submit(n->e, &n->inner.req), ==, 0);
+        while (!n->inner.done) {
+            aio_poll(ctx, true);
+        }
+        g_assert_cmpint(n->inner.ret, ==, 0);
+        check_pattern(n->buf, 8192, 4096);
+    }
+}
+
+static void test_nested_poll(void)
+{
+    RawAioConfig cfg = default_cfg();
+    Nest n = { .e = create_engine(&cfg), .fd = make_file("nest", 0, FILE_SIZE) };
+    g_autofree uint8_t *buf = g_malloc(8 * 4096);
+    TestReq t[8];
+
+    /* Several CQEs per batch, so the first callback is not the batch's last. */
+    ops->plug(n.e);
+    for (int i = 0; i < 8; i++) {
+        prep(&t[i], RAW_AIO_READ, n.fd, -1, (uint64_t)i * 4096, buf + i * 4096, 4096);
+        t[i].req.cb = nest_cb;
+        t[i].req.opaque = &n;
+        g_assert_cmpint(raw_aio_submit(n.e, &t[i].req), ==, 0);
+    }
+    ops->unplug(n.e);
+    while (n.outer_done < 8) {
+        aio_poll(ctx, true);
+    }
+    check_pattern(buf, 0, 8 * 4096);
+    ops->destroy(n.e);
+    close(n.fd);
+}
+
 /* ---- Operations ------------------------------------------------------------------ */
 
 static void test_fua(void)
@@ -1243,6 +1292,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/ebusy", test_ebusy);
     g_test_add_func("/io_uring/plug", test_plug);
     g_test_add_func("/io_uring/callback-resubmit", test_callback_resubmit);
+    g_test_add_func("/io_uring/nested-poll", test_nested_poll);
     g_test_add_func("/io_uring/fua", test_fua);
     g_test_add_func("/io_uring/discard-zeroes", test_discard_zeroes);
     g_test_add_func("/io_uring/fixed-files", test_fixed_files);
@@ -1262,6 +1312,7 @@ int main(int argc, char **argv)
     g_test_add_data_func("/io_uring/taskrun/plain/callback-resubmit", test_callback_resubmit,
                          run_plain);
     g_test_add_data_func("/io_uring/taskrun/plain/fua", test_fua, run_plain);
+    g_test_add_data_func("/io_uring/taskrun/plain/nested-poll", test_nested_poll, run_plain);
     g_test_add_data_func("/io_uring/taskrun/plain/destroy-inflight", test_destroy_inflight,
                          run_plain);
     g_test_add_data_func("/io_uring/shared-ring/rw", test_read_write, run_shared);
@@ -1274,6 +1325,7 @@ int main(int argc, char **argv)
     g_test_add_data_func("/io_uring/shared-ring/discard-zeroes", test_discard_zeroes,
                          run_shared);
     g_test_add_data_func("/io_uring/shared-ring/fua", test_shared_fua, run_shared);
+    g_test_add_data_func("/io_uring/shared-ring/nested-poll", test_nested_poll, run_shared);
     g_test_add_data_func("/io_uring/shared-ring/destroy-inflight", test_destroy_inflight,
                          run_shared);
     g_test_add_data_func("/io_uring/shared-ring/destroy-from-callback",
