@@ -930,8 +930,6 @@ static void req_reply_read(NbdReq *r)
     req_queue_reply(r);
 }
 
-static void req_done(void *opaque, int ret);
-
 static void req_done(void *opaque, int ret)
 {
     NbdReq *r = opaque;
@@ -1249,6 +1247,9 @@ static void conn_read(void *opaque)
                 c->rpos = 0;
             }
             size_t want = NBD_RBUF_SIZE - c->rlen;
+            if (want == 0) {
+                break;           /* cannot happen (parsing empties it): never read 0 bytes */
+            }
             n = recv(c->fd, c->rbuf + c->rlen, want, 0);
             if (n > 0) {
                 c->rlen += n;

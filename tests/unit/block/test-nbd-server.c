@@ -1175,6 +1175,29 @@ static void test_inet(void)
     teardown();
 }
 
+/* nbd_server_stop() with one client in transmission (requests in flight) and one handshaking. */
+static void test_stop_with_clients(void)
+{
+    BlockDriverState *bs = bdrv_open_string(
+        "driver=null-co,node-name=slow,latency-ns=20000000", &error_abort);
+    add_export("e-slow", "slow", NULL, true, NULL);
+    Client c = cl_go("slow", true, false);
+    for (int i = 0; i < 8; i++) {
+        cl_request(&c, NBD_CMD_READ, 0, i, (uint64_t)i * 4096, 4096);
+    }
+    int hs = cl_connect_raw();
+    aio_poll(aio_context_main(), false);
+    nbd_server_stop();
+    g_assert_cmpuint(nbd_server_connection_count(), ==, 0);
+    /* Whatever the client got, the connection ends. */
+    cl_expect_eof(c.fd);
+    cl_expect_eof(hs);
+    close(c.fd);
+    close(hs);
+    block_export_del_all();
+    bdrv_unref(bs);
+}
+
 /* A client that never finishes its handshake is dropped at the deadline. */
 static void test_handshake_timeout(void)
 {
@@ -1292,6 +1315,7 @@ int main(int argc, char **argv)
     g_test_add_func("/nbd/concurrency/disconnect-mid-write", test_disconnect_mid_write);
     g_test_add_func("/nbd/server/connect-cycles", test_connect_cycles);
     g_test_add_func("/nbd/server/inet", test_inet);
+    g_test_add_func("/nbd/server/stop-with-clients", test_stop_with_clients);
     g_test_add_func("/nbd/handshake/timeout", test_handshake_timeout);
     g_test_add_func("/nbd/iothread/export", test_iothread);
     int ret = g_test_run();
