@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "config-host.h"
+#include "engine-opts.h"
 #include "img-util.h"
 #include "img.h"
 #include "qapi/qapi.h"
@@ -177,10 +178,11 @@ BlockDriverState *img_open(const char *filename, const ImgOpenOpts *o, Error **e
         }
     }
     if (o->engine_opts) {
-        JsonObject *eo = keyval_parse(o->engine_opts, NULL, &err);
+        JsonObject *eo = engine_opts_parse(o->engine_opts, errp);
         if (!eo) {
-            error_prepend(&err, "--engine-opts: ");
-            goto out;
+            /* Not an open error: said as ringblk-io's -o says it. */
+            g_string_free(text, TRUE);
+            return NULL;
         }
         append_tree(text, engine_prefix, eo);
         json_object_unref(eo);
@@ -1914,5 +1916,6 @@ int main(int argc, char **argv)
         }
     }
     error_report("Command not found: %s", cmd);
+    img_print_help_hint();
     return 1;
 }

@@ -17,6 +17,7 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "engine-opts.h"
 #include "qapi/qapi.h"
 
 JsonObject *io_child_object(JsonObject *obj, const char *key)
@@ -114,7 +115,7 @@ static bool io_apply_to_tree(JsonObject *node, const IoOpenArgs *args, bool from
             io_set_default(node, "aio", args->aio, from_keyval);
         }
         if (args->extra) {
-            JsonObject *extra = keyval_parse(args->extra, NULL, errp);
+            JsonObject *extra = engine_opts_parse(args->extra, errp);
             if (!extra) {
                 return false;
             }
