@@ -26,6 +26,7 @@
 #include "block/block_int.h"
 #include "config-host.h"
 #include "qapi/qapi.h"
+#include "qapi/schema.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -277,6 +278,39 @@ static bool engine_usable(const RawAioOps *ops)
 }
 
 /*
+ * Whether the user chose io_uring-only option `name`: given explicitly and,
+ * in the checked options, different from its schema default. A caller that
+ * hands over a tree with the defaults filled in (the -drive expansion,
+ * qapi_drive_to_blockdev()) then does not trip the aio=threads/native
+ * conflict check, while a real choice (aio-queue-depth=8) still does.
+ */
+static bool uring_option_chosen(JsonObject *given, JsonObject *opts, const char *name)
+{
+    if (!given || !bdrv_opt_has(given, name)) {
+        return false;
+    }
+    const QapiType *t = qapi_schema_lookup("BlockdevOptionsFile");
+    const QapiMember *m = t ? qapi_type_find_member(t, name) : NULL;
+    JsonNode *n = json_object_get_member(opts, name);
+    if (!m || !n || !JSON_NODE_HOLDS_VALUE(n)) {
+        return true;
+    }
+    switch (m->default_kind) {
+    case QAPI_DEFAULT_STR:
+        return json_node_get_value_type(n) != G_TYPE_STRING ||
+               strcmp(json_node_get_string(n), m->default_str) != 0;
+    case QAPI_DEFAULT_INT:
+        return json_node_get_value_type(n) != G_TYPE_INT64 ||
+               json_node_get_int(n) != m->default_int;
+    case QAPI_DEFAULT_BOOL:
+        return json_node_get_value_type(n) != G_TYPE_BOOLEAN ||
+               json_node_get_boolean(n) != (m->default_int != 0);
+    default:
+        return true;
+    }
+}
+
+/*
  * The aio=auto rule, in one place (issue 9 refines it with measurements):
  *   1. io_uring, when it is available and the file takes non-blocking I/O
  *      (otherwise io_uring hands every request to a kernel worker thread,
@@ -298,6 +332,24 @@ static const RawAioOps *raw_auto_engine(bool direct, int nowait)
     return raw_aio_ops_by_name("threads");
 }
 
+/*
+ * IOSQE_ASYNC for io_uring: on a file that cannot take non-blocking I/O the
+ * kernel's inline attempt always fails and the request goes to a worker
+ * anyway, so skipping the attempt saves work (see raw_auto_engine() for the
+ * numbers). RINGBLK_AIO_ASYNC_PUNT=on|off overrides it, for benchmarks.
+ */
+static bool raw_want_async_punt(int nowait)
+{
+    const char *env = getenv("RINGBLK_AIO_ASYNC_PUNT");
+    if (env && !strcmp(env, "on")) {
+        return true;
+    }
+    if (env && !strcmp(env, "off")) {
+        return false;
+    }
+    return nowait == 0;
+}
+
 static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *opts,
                              Error **errp)
 {
@@ -312,7 +364,7 @@ static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *
         for (size_t i = 0; i < G_N_ELEMENTS(uring_only_options); i++) {
             bool native_depth = !strcmp(s->aio_requested, "native") &&
                                 !strcmp(uring_only_options[i], "aio-queue-depth");
-            if (given && bdrv_opt_has(given, uring_only_options[i]) && !native_depth) {
+            if (!native_depth && uring_option_chosen(given, opts, uring_only_options[i])) {
                 error_setg(errp, "Parameter '%s' requires aio=io_uring",
                            uring_only_options[i]);
                 return -EINVAL;
@@ -361,7 +413,7 @@ static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *
         s->cfg.restrict_ops = !strcmp(rs, "on") ? RAW_AIO_ONOFFAUTO_ON :
                               !strcmp(rs, "off") ? RAW_AIO_ONOFFAUTO_OFF :
                               RAW_AIO_ONOFFAUTO_AUTO;
-        s->cfg.async_punt = s->nowait == 0;
+        s->cfg.async_punt = raw_want_async_punt(s->nowait);
     } else if (!strcmp(s->ops->name, "native")) {
         s->cfg.queue_depth = bdrv_opt_int(opts, "aio-queue-depth", 0);
     }

@@ -16,6 +16,7 @@
 
 #include "block/block.h"
 #include "block/raw-aio.h"
+#include "qapi/qapi.h"
 
 static char *scratch_dir;
 static char *tmpfs_dir;
@@ -222,8 +223,10 @@ static void test_aio_option_errors(void)
     char *path = make_file(scratch_dir, "opterr.img", 65536);
     expect_open_error("driver=file,filename=%s,aio=threads,fixed-files=on", path,
                       "Parameter 'fixed-files' requires aio=io_uring");
-    expect_open_error("driver=file,filename=%s,aio=threads,sqpoll=off", path,
+    expect_open_error("driver=file,filename=%s,aio=threads,sqpoll=on", path,
                       "Parameter 'sqpoll' requires aio=io_uring");
+    expect_open_error("driver=file,filename=%s,aio=threads,sq-thread-idle=5", path,
+                      "Parameter 'sq-thread-idle' requires aio=io_uring");
     expect_open_error("driver=file,filename=%s,aio=threads,aio-queue-depth=8", path,
                       "Parameter 'aio-queue-depth' requires aio=io_uring");
     if (engine_ok("native")) {
@@ -239,12 +242,65 @@ static void test_aio_option_errors(void)
         g_assert_no_error(err);
         bdrv_unref(bs);
     }
+    /* values equal to the schema defaults choose nothing, so they do not conflict */
+    Error *derr = NULL;
+    BlockDriverState *dbs = open_fmt(&derr, "driver=file,filename=%s,aio=threads,sqpoll=off,"
+                                     "aio-queue-depth=0,fixed-buffers=auto,sq-thread-cpu=-1,"
+                                     "sq-thread-idle=1000", path);
+    g_assert_no_error(derr);
+    bdrv_unref(dbs);
     /* with auto, io_uring options are fine whatever engine auto picks */
     Error *err = NULL;
     BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,sqpoll=off,restrict=auto",
                                     path);
     g_assert_no_error(err);
     bdrv_unref(bs);
+    g_unlink(path);
+    g_free(path);
+}
+
+/* Opens the tree qapi_drive_to_blockdev() makes of a -drive string. */
+static BlockDriverState *open_drive(Error **errp, const char *drive_fmt, const char *path)
+{
+    char *s = g_strdup_printf(drive_fmt, path);
+    JsonObject *drive = keyval_parse(s, NULL, errp);
+    g_free(s);
+    g_assert_nonnull(drive);
+    JsonObject *tree = qapi_drive_to_blockdev(drive, errp);
+    json_object_unref(drive);
+    g_assert_nonnull(tree);
+    BlockDriverState *bs = bdrv_open(tree, errp);
+    json_object_unref(tree);
+    return bs;
+}
+
+/*
+ * The -drive expansion fills every schema default into the file node; those
+ * must not count as io_uring options chosen by the user.
+ */
+static void test_aio_drive_defaults(void)
+{
+    char *path = make_file(scratch_dir, "drive.img", 65536);
+    Error *err = NULL;
+    BlockDriverState *bs = open_drive(&err, "file=%s,format=raw,aio=threads", path);
+    g_assert_no_error(err);
+    BlockNodeInfo info;
+    bdrv_query_node_info(bs, &info);
+    g_assert_cmpstr(info.aio, ==, "threads");
+    g_assert_cmpstr(info.aio_requested, ==, "threads");
+    bdrv_node_info_clear(&info);
+    bdrv_unref(bs);
+
+    bs = open_drive(&err, "file=%s,format=raw,aio=threads,aio-queue-depth=8", path);
+    g_assert_null(bs);
+    g_assert_nonnull(err);
+    g_assert_cmpstr(error_get_pretty(err), ==,
+                    "Parameter 'aio-queue-depth' requires aio=io_uring");
+    g_clear_error(&err);
+    bs = open_drive(&err, "file=%s,format=raw,aio=threads,fixed-files=on", path);
+    g_assert_null(bs);
+    g_assert_cmpstr(error_get_pretty(err), ==, "Parameter 'fixed-files' requires aio=io_uring");
+    g_clear_error(&err);
     g_unlink(path);
     g_free(path);
 }
@@ -766,6 +822,7 @@ int main(int argc, char **argv)
     g_test_add_func("/file-posix/aio/auto", test_aio_auto);
     g_test_add_func("/file-posix/aio/explicit", test_aio_explicit);
     g_test_add_func("/file-posix/aio/option-errors", test_aio_option_errors);
+    g_test_add_func("/file-posix/aio/drive-defaults", test_aio_drive_defaults);
     g_test_add_func("/file-posix/aio/io_uring-punt-warning", test_uring_punt_warning);
     g_test_add_func("/file-posix/open-errors", test_open_errors);
     g_test_add_func("/file-posix/locks", test_locks_proc);
