@@ -311,13 +311,34 @@ static bool uring_option_chosen(JsonObject *given, JsonObject *opts, const char 
 }
 
 /*
- * The aio=auto rule, in one place (issue 9 refines it with measurements):
- *   1. io_uring, when it is available and the file takes non-blocking I/O
- *      (otherwise io_uring hands every request to a kernel worker thread,
- *      3-30x slower at low depth than the alternatives);
- *   2. native (Linux AIO), when the file is opened with O_DIRECT, where it
- *      is truly asynchronous;
- *   3. threads otherwise (page-cache and RAM-backed files).
+ * The aio=auto rule, per file, from the RWF_NOWAIT probe and O_DIRECT:
+ *   1. the file takes non-blocking I/O -> io_uring (requests complete inline,
+ *      no worker hop; IOSQE_ASYNC off);
+ *   2. it does not (tmpfs, zram, many network/FUSE filesystems) and is opened
+ *      with O_DIRECT -> native (Linux AIO);
+ *   3. it does not, buffered -> threads;
+ *   4. unknown probe answer -> as 2/3 (never io_uring on a guess).
+ * None of these blocks the event loop: native only with O_DIRECT, where
+ * io_submit queues to the device, threads runs the syscalls in its pool.
+ *
+ * Numbers behind it (docs/devel/performance.md "aio=auto": ringblk-img bench
+ * -c N -d 1|32 --random [-t none], 4 KiB random reads, medians of 3
+ * interleaved runs on a loaded 2-CPU VM, so read them as ratios):
+ *   ext4 O_DIRECT d1: io_uring 17k, native 13k, threads 14k; d32: io_uring 62k,
+ *     native 59k, threads 39k.  ext4 cached d1: io_uring 272k vs threads 37k.
+ *   tmpfs O_DIRECT d1: native 300k, io_uring 93k (+IOSQE_ASYNC 83k), threads
+ *     46k; d32: native 260k, io_uring 98k, threads 93k.
+ *   zram O_DIRECT d1: native 100k, io_uring 53k (+ASYNC 63k), threads 27k;
+ *     d32: io_uring+ASYNC 198k, native 130k, io_uring 72k, threads 59k.
+ *   tmpfs buffered d1: io_uring+ASYNC 56k, io_uring 47k, threads 43k; d32:
+ *     io_uring+ASYNC 215k, io_uring 164k, threads 88k.  zram buffered d1:
+ *     io_uring(+ASYNC) 32k, threads 21k; d32: io_uring+ASYNC 124k, threads
+ *     58k, io_uring 27k.
+ * So on no-nowait files native wins at depth 1 by 1.6-3x and IOSQE_ASYNC
+ * io_uring only at depth 32 on zram. For buffered no-nowait files io_uring
+ * with IOSQE_ASYNC measured fastest (1.3-2.4x threads), but the engine can
+ * spin forever there (a stale IORING_SQ_TASKRUN flag under DEFER_TASKRUN,
+ * seen in 5 of 12 depth-32 runs); until that is fixed auto keeps threads.
  */
 static const RawAioOps *raw_auto_engine(bool direct, int nowait)
 {
@@ -335,8 +356,11 @@ static const RawAioOps *raw_auto_engine(bool direct, int nowait)
 /*
  * IOSQE_ASYNC for io_uring: on a file that cannot take non-blocking I/O the
  * kernel's inline attempt always fails and the request goes to a worker
- * anyway, so skipping the attempt saves work (see raw_auto_engine() for the
- * numbers). RINGBLK_AIO_ASYNC_PUNT=on|off overrides it, for benchmarks.
+ * anyway, so skipping the attempt saves work: measured 1.2x (tmpfs buffered
+ * d1) to 2.7x (zram O_DIRECT d32), nowhere a loss beyond noise. On a file
+ * that can, it turns inline completions into worker hops (ext4 cached d1:
+ * 72k vs 272k), so it is off there. RINGBLK_AIO_ASYNC_PUNT=on|off overrides
+ * it, for benchmarks. The choice shows as "async-punt" in the node's info.
  */
 static bool raw_want_async_punt(int nowait)
 {
@@ -1088,6 +1112,7 @@ static void raw_query_info(BlockDriverState *bs, BlockNodeInfo *info)
     json_object_set_boolean_member(o, "block-device", s->blkdev);
     json_object_set_boolean_member(o, "locking", s->use_lock);
     json_object_set_boolean_member(o, "nowait", s->nowait == 1);
+    json_object_set_boolean_member(o, "async-punt", s->cfg.async_punt);
     if (info->driver_specific) {
         json_object_unref(info->driver_specific);
     }

@@ -8,7 +8,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -147,17 +149,19 @@ static void test_nowait_probe(void)
     g_free(path);
 }
 
-static char *auto_engine(const char *dir, bool direct)
+/* Opens a fresh file in dir with aio=aio; returns the engine and async-punt. */
+static char *open_engine(const char *dir, const char *aio, bool direct, bool *punt)
 {
     char *path = make_file(dir, "auto.img", 65536);
     Error *err = NULL;
-    BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,cache.direct=%s", path,
-                                    direct ? "on" : "off");
+    BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,aio=%s,cache.direct=%s",
+                                    path, aio, direct ? "on" : "off");
     g_assert_no_error(err);
     BlockNodeInfo info;
     bdrv_query_node_info(bs, &info);
-    g_assert_cmpstr(info.aio_requested, ==, "auto");
+    g_assert_cmpstr(info.aio_requested, ==, aio);
     char *engine = g_strdup(info.aio);
+    *punt = json_object_get_boolean_member(info.driver_specific, "async-punt");
     bdrv_node_info_clear(&info);
     bdrv_unref(bs);
     g_unlink(path);
@@ -165,21 +169,77 @@ static char *auto_engine(const char *dir, bool direct)
     return engine;
 }
 
-static void test_aio_auto(void)
+/*
+ * aio=auto's rule (raw_auto_engine()): io_uring where the file takes
+ * non-blocking I/O; otherwise native with O_DIRECT, threads without.
+ */
+static void check_auto(const char *dir, bool direct, bool nowait)
 {
-    bool uring = engine_ok("io_uring"), native = engine_ok("native");
-    char *e = auto_engine(scratch_dir, false);
-    g_assert_cmpstr(e, ==, uring ? "io_uring" : "threads");
+    struct statfs sf;
+    g_assert_cmpint(statfs(dir, &sf), ==, 0);
+    if (sf.f_type != (nowait ? EXT4_SUPER_MAGIC : TMPFS_MAGIC)) {
+        g_test_skip(nowait ? "scratch dir is not on ext4" : "/dev/shm is not tmpfs");
+        return;
+    }
+    bool uring = engine_ok("io_uring"), native = engine_ok("native"), punt;
+    const char *want = nowait && uring ? "io_uring" :
+                       direct && native ? "native" : "threads";
+    char *e = open_engine(dir, "auto", direct, &punt);
+    g_assert_cmpstr(e, ==, want);
+    g_assert_false(punt);          /* io_uring is picked only where it completes inline */
     g_free(e);
-    e = auto_engine(scratch_dir, true);
-    g_assert_cmpstr(e, ==, uring ? "io_uring" : native ? "native" : "threads");
+}
+
+static void test_auto_ext4_buffered(void)
+{
+    check_auto(scratch_dir, false, true);
+}
+
+static void test_auto_ext4_direct(void)
+{
+    check_auto(scratch_dir, true, true);
+}
+
+static void test_auto_tmpfs_buffered(void)
+{
+    if (!tmpfs_dir) {
+        g_test_skip("no /dev/shm");
+        return;
+    }
+    check_auto(tmpfs_dir, false, false);
+}
+
+static void test_auto_tmpfs_direct(void)
+{
+    if (!tmpfs_dir) {
+        g_test_skip("no /dev/shm");
+        return;
+    }
+    check_auto(tmpfs_dir, true, false);
+}
+
+/* Explicit io_uring: IOSQE_ASYNC exactly where the file cannot take non-blocking I/O. */
+static void test_uring_async_punt(void)
+{
+    if (!engine_ok("io_uring")) {
+        g_test_skip("no io_uring");
+        return;
+    }
+    bool punt;
+    char *e = open_engine(scratch_dir, "io_uring", false, &punt);
+    g_assert_cmpstr(e, ==, "io_uring");
+    g_assert_false(punt);
     g_free(e);
     if (tmpfs_dir) {
-        /* no non-blocking I/O: never io_uring */
-        e = auto_engine(tmpfs_dir, false);
-        g_assert_cmpstr(e, ==, "threads");
+        e = open_engine(tmpfs_dir, "io_uring", false, &punt);
+        g_assert_cmpstr(e, ==, "io_uring");
+        g_assert_true(punt);
         g_free(e);
     }
+    /* other engines never carry it */
+    e = open_engine(scratch_dir, "threads", false, &punt);
+    g_assert_false(punt);
+    g_free(e);
 }
 
 static void test_aio_explicit(void)
@@ -819,7 +879,11 @@ int main(int argc, char **argv)
     g_test_add_func("/file-posix/alignment/buffered", test_alignment_buffered);
     g_test_add_func("/file-posix/alignment/direct", test_alignment_direct);
     g_test_add_func("/file-posix/nowait-probe", test_nowait_probe);
-    g_test_add_func("/file-posix/aio/auto", test_aio_auto);
+    g_test_add_func("/file-posix/auto/ext4-buffered", test_auto_ext4_buffered);
+    g_test_add_func("/file-posix/auto/ext4-direct", test_auto_ext4_direct);
+    g_test_add_func("/file-posix/auto/tmpfs-buffered", test_auto_tmpfs_buffered);
+    g_test_add_func("/file-posix/auto/tmpfs-direct", test_auto_tmpfs_direct);
+    g_test_add_func("/file-posix/aio/io_uring-async-punt", test_uring_async_punt);
     g_test_add_func("/file-posix/aio/explicit", test_aio_explicit);
     g_test_add_func("/file-posix/aio/option-errors", test_aio_option_errors);
     g_test_add_func("/file-posix/aio/drive-defaults", test_aio_drive_defaults);
