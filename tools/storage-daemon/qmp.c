@@ -48,6 +48,7 @@ typedef struct QmpConn {
 } QmpConn;
 
 static GPtrArray *qmp_conns;
+static GPtrArray *qmp_monitors;   /* SdMonitor *, freed at cleanup */
 /* A command is running: no connection reads (see monitors_suspend). */
 static bool qmp_suspended;
 
@@ -488,9 +489,14 @@ static void monitor_accept(int fd, void *opaque)
     JsonObject *greeting = json_object_new();
     json_object_set_object_member(greeting, "QMP", qmp);
     JsonNode *n = object_node(greeting);
+    /* The client may already be gone: busy keeps c valid until we are done. */
+    c->busy = true;
     conn_send(c, n);
     json_node_unref(n);
-    if (!c->dead) {
+    c->busy = false;
+    if (c->dead) {
+        g_free(c);
+    } else {
         conn_update_handlers(c);
     }
 }
@@ -547,7 +553,9 @@ bool sd_monitor_add(const char *spec, Error **errp)
     }
     if (!qmp_conns) {
         qmp_conns = g_ptr_array_new();
+        qmp_monitors = g_ptr_array_new_with_free_func(g_free);
     }
+    g_ptr_array_add(qmp_monitors, mon);
     ok = true;
 out:
     json_object_unref(kv);
@@ -573,5 +581,10 @@ void sd_monitor_cleanup(void)
             continue;
         }
         conn_close(c);
+    }
+    if (qmp_conns) {
+        g_ptr_array_free(qmp_conns, true);
+        g_ptr_array_free(qmp_monitors, true);
+        qmp_conns = qmp_monitors = NULL;
     }
 }
