@@ -15,11 +15,14 @@
  *   - Requests: the block layer hands a BdrvRequest whose embedded RawAioReq
  *     is filled and submitted as is, so the request path allocates nothing
  *     and adds no system call of its own.
- *   - Locking: a writer holds an exclusive OFD lock on byte WRITE_LOCK_BYTE,
- *     so a second writer (another process, or another open in this one) is
- *     refused; readers take a shared lock on READ_LOCK_BYTE, which conflicts
- *     with nothing but shows in /proc/locks. OFD locks belong to the open
- *     file description, so they go away when its last reference does.
+ *   - Locking: QEMU's protocol of shared OFD locks on bytes 100+i ("holds
+ *     permission i") and 200+i ("lets nobody else have i"), so QEMU and
+ *     ringblk processes see each other. Every node holds consistent read
+ *     (byte 100); a writer also holds write (101) and keeps other writers
+ *     out (201), so a second writer (another process, or another open in
+ *     this one) is refused and readers are not. OFD locks belong to the open
+ *     file description: they are dropped explicitly, since a file registered
+ *     with io_uring keeps the description alive after close().
  * Everything runs in the node's AioContext thread, except open/close/reopen
  * which run in the main thread while the node is drained.
  */
@@ -47,9 +50,6 @@
 #define RWF_NOWAIT 0x00000008
 #endif
 
-#define WRITE_LOCK_BYTE 100
-#define READ_LOCK_BYTE  101
-
 typedef struct BDRVRawState {
     int fd;
     int open_flags;
@@ -62,7 +62,6 @@ typedef struct BDRVRawState {
     bool use_lock;
     bool locking_on;             /* locking=on: lock failures are errors */
     bool force_share;
-    bool has_write_lock;
 
     /* alignment (for O_DIRECT) */
     uint32_t req_align;
@@ -86,11 +85,55 @@ typedef struct RawReopenState {
     int fd;
     int open_flags;
     int slot;
-    bool took_write_lock;
-    bool dropped_old_write_lock;
+    bool force_share;
 } RawReopenState;
 
 /* ---- locking -------------------------------------------------------------------- */
+
+/*
+ * QEMU's image locking protocol, which we speak so that QEMU and ringblk
+ * processes see each other. Permission bit i (RAW_PERM_*) maps to two bytes
+ * of the file: a process that holds permission i keeps a shared OFD lock on
+ * byte RAW_LOCK_PERM_BASE + i; one that does not let others have it keeps a
+ * shared OFD lock on byte RAW_LOCK_UNSHARE_BASE + i. All locks are shared
+ * (F_RDLCK), so they never block each other: a conflict is found by asking
+ * F_OFD_GETLK whether an F_WRLCK would be refused on the opposite byte,
+ * which reports locks of every other open file description (in this process
+ * too) and ignores those of the one asked through.
+ */
+enum {
+    RAW_PERM_CONSISTENT_READ = 0,
+    RAW_PERM_WRITE = 1,
+    RAW_PERM_WRITE_UNCHANGED = 2,
+    RAW_PERM_RESIZE = 3,
+    RAW_PERM_GRAPH_MOD = 4,
+    RAW_PERM_COUNT,
+};
+#define RAW_PERM(bit) (1u << (bit))
+#define RAW_LOCK_PERM_BASE    100
+#define RAW_LOCK_UNSHARE_BASE 200
+
+static const char *const raw_perm_names[RAW_PERM_COUNT] = {
+    [RAW_PERM_CONSISTENT_READ] = "consistent read",
+    [RAW_PERM_WRITE] = "write",
+    [RAW_PERM_WRITE_UNCHANGED] = "write unchanged",
+    [RAW_PERM_RESIZE] = "resize",
+    [RAW_PERM_GRAPH_MOD] = "graph modification",
+};
+
+/*
+ * What each kind of open holds, as QEMU's own tools do (seen in /proc/locks):
+ * every node reads consistently and lets others read, write and resize, except
+ * that a writer keeps other writers out. force-share (read-only only) thus
+ * takes the reader's lock, which unshares nothing. Image creation truncates,
+ * so it also refuses other writers and resizers while it runs.
+ */
+#define RAW_READER_PERM       RAW_PERM(RAW_PERM_CONSISTENT_READ)
+#define RAW_READER_UNSHARE    0u
+#define RAW_WRITER_PERM       (RAW_PERM(RAW_PERM_CONSISTENT_READ) | RAW_PERM(RAW_PERM_WRITE))
+#define RAW_WRITER_UNSHARE    RAW_PERM(RAW_PERM_WRITE)
+#define RAW_CREATE_PERM       (RAW_PERM(RAW_PERM_WRITE) | RAW_PERM(RAW_PERM_RESIZE))
+#define RAW_CREATE_UNSHARE    (RAW_PERM(RAW_PERM_WRITE) | RAW_PERM(RAW_PERM_RESIZE))
 
 static int raw_lock_byte(int fd, short type, off_t byte)
 {
@@ -103,44 +146,110 @@ static int raw_lock_byte(int fd, short type, off_t byte)
     return fcntl(fd, F_OFD_SETLK, &fl) == -1 ? -errno : 0;
 }
 
-/* Takes the locks a node with this access needs on fd. 0, or -errno with errp. */
-static int raw_apply_locks(BDRVRawState *s, int fd, bool writable, bool *took_write,
-                           Error **errp)
+/* 1 when another open file description holds a lock on byte, 0 if none, or -errno. */
+static int raw_byte_taken(int fd, off_t byte)
 {
-    int ret;
-    *took_write = false;
-    if (!s->use_lock) {
-        return 0;
+    struct flock fl = {
+        .l_type = F_WRLCK,
+        .l_whence = SEEK_SET,
+        .l_start = byte,
+        .l_len = 1,
+    };
+    if (fcntl(fd, F_OFD_GETLK, &fl) == -1) {
+        return -errno;
     }
-    if (writable) {
-        ret = raw_lock_byte(fd, F_WRLCK, WRITE_LOCK_BYTE);
-        if (ret == -EAGAIN || ret == -EACCES) {
-            error_setg(errp, "Failed to get \"write\" lock");
-            error_append_hint(errp, "Is another process using the image [%s]?\n",
-                              s->filename);
-            return -EAGAIN;
-        }
-        if (ret < 0) {
-            goto unsupported;
-        }
-        *took_write = true;
+    return fl.l_type != F_UNLCK;
+}
+
+/* Drops every protocol lock fd holds (unlocking a byte not held is a no-op). */
+static void raw_unlock_all(int fd)
+{
+    for (int i = 0; i < RAW_PERM_COUNT; i++) {
+        raw_lock_byte(fd, F_UNLCK, RAW_LOCK_PERM_BASE + i);
+        raw_lock_byte(fd, F_UNLCK, RAW_LOCK_UNSHARE_BASE + i);
     }
-    if (!s->force_share) {
-        ret = raw_lock_byte(fd, F_RDLCK, READ_LOCK_BYTE);
-        if (ret < 0 && ret != -EAGAIN && ret != -EACCES) {
-            goto unsupported;
+}
+
+/*
+ * One step of raw_lock_perms(): take (lock) or look at (!lock) byte.
+ * 0; -EAGAIN when another open file description is in the way; another
+ * -errno when the file takes no OFD locks.
+ */
+static int raw_lock_step(int fd, bool lock, off_t byte)
+{
+    if (lock) {
+        /* Shared locks only fail against an exclusive one: not the protocol's, but in the way. */
+        int ret = raw_lock_byte(fd, F_RDLCK, byte);
+        return ret == -EACCES ? -EAGAIN : ret;
+    }
+    int taken = raw_byte_taken(fd, byte);
+    return taken > 0 ? -EAGAIN : taken;
+}
+
+/*
+ * Takes the locks for (perm, unshare) on fd, then checks that nobody holds
+ * what they exclude. Locking before looking closes the window in which two
+ * processes could both look, see nothing and both go on: now at least one
+ * of them sees the other. 0; -EAGAIN on a conflict, with errp naming the
+ * permission; another -errno when the file takes no OFD locks, with
+ * *bad_byte set and errp untouched. On failure fd holds none of the locks.
+ */
+static int raw_lock_perms(int fd, unsigned perm, unsigned unshare, const char *filename,
+                          off_t *bad_byte, Error **errp)
+{
+    const unsigned want[2] = { perm, unshare };
+    const off_t base[2] = { RAW_LOCK_PERM_BASE, RAW_LOCK_UNSHARE_BASE };
+    int ret = 0, i = 0;
+    off_t byte = 0;
+
+    for (int pass = 0; pass < 2; pass++) {
+        bool lock = pass == 0;
+        for (i = 0; i < RAW_PERM_COUNT; i++) {
+            for (int k = 0; k < 2; k++) {
+                if (!(want[k] & RAW_PERM(i))) {
+                    continue;
+                }
+                /* Lock our own byte; look at the opposite one. */
+                byte = (lock ? base[k] : base[1 - k]) + i;
+                ret = raw_lock_step(fd, lock, byte);
+                if (ret < 0) {
+                    goto fail;
+                }
+            }
         }
     }
     return 0;
 
-unsupported:
-    if (*took_write) {
-        raw_lock_byte(fd, F_UNLCK, WRITE_LOCK_BYTE);
-        *took_write = false;
+fail:
+    if (ret == -EAGAIN) {
+        error_setg(errp, "Failed to get \"%s\" lock", raw_perm_names[i]);
+        error_append_hint(errp, "Is another process using the image [%s]?\n", filename);
+    } else {
+        *bad_byte = byte;
+    }
+    raw_unlock_all(fd);
+    return ret;
+}
+
+/*
+ * Takes on fd the locks a node with this access holds (see RAW_READER_PERM).
+ * 0, or -errno with errp. With locking=auto, a file that takes no OFD locks
+ * is used without.
+ */
+static int raw_apply_locks(BDRVRawState *s, int fd, bool writable, Error **errp)
+{
+    if (!s->use_lock) {
+        return 0;
+    }
+    off_t bad_byte = 0;
+    int ret = raw_lock_perms(fd, writable ? RAW_WRITER_PERM : RAW_READER_PERM,
+                             writable ? RAW_WRITER_UNSHARE : RAW_READER_UNSHARE,
+                             s->filename, &bad_byte, errp);
+    if (ret == 0 || ret == -EAGAIN) {
+        return ret;
     }
     if (s->locking_on) {
-        error_setg_errno(errp, -ret, "Failed to lock byte %d", writable ? WRITE_LOCK_BYTE :
-                         READ_LOCK_BYTE);
+        error_setg_errno(errp, -ret, "Failed to lock byte %d", (int)bad_byte);
         return ret;
     }
     /* locking=auto: the filesystem has no OFD locks; go on without. */
@@ -151,8 +260,25 @@ unsupported:
 static void raw_release_locks(BDRVRawState *s, int fd)
 {
     if (s->use_lock) {
-        raw_lock_byte(fd, F_UNLCK, WRITE_LOCK_BYTE);
-        raw_lock_byte(fd, F_UNLCK, READ_LOCK_BYTE);
+        raw_unlock_all(fd);
+    }
+}
+
+/* Takes back locks fd held a moment ago (a failed reopen), without looking: shared locks always fit. */
+static void raw_restore_locks(BDRVRawState *s, int fd, bool writable)
+{
+    unsigned perm = writable ? RAW_WRITER_PERM : RAW_READER_PERM;
+    unsigned unshare = writable ? RAW_WRITER_UNSHARE : RAW_READER_UNSHARE;
+    if (!s->use_lock) {
+        return;
+    }
+    for (int i = 0; i < RAW_PERM_COUNT; i++) {
+        if (perm & RAW_PERM(i)) {
+            raw_lock_byte(fd, F_RDLCK, RAW_LOCK_PERM_BASE + i);
+        }
+        if (unshare & RAW_PERM(i)) {
+            raw_lock_byte(fd, F_RDLCK, RAW_LOCK_UNSHARE_BASE + i);
+        }
     }
 }
 
@@ -563,12 +689,10 @@ static int raw_open_common(BlockDriverState *bs, JsonObject *opts, bool host_dev
         goto fail;
     }
 
-    bool took_write;
-    ret = raw_apply_locks(s, s->fd, !bs->read_only, &took_write, errp);
+    ret = raw_apply_locks(s, s->fd, !bs->read_only, errp);
     if (ret < 0) {
         goto fail;
     }
-    s->has_write_lock = took_write;
 
     raw_probe_alignment(s, s->fd, s->open_flags);
     s->nowait = raw_probe_nowait(s, s->fd);
@@ -928,10 +1052,10 @@ int raw_create_file(const char *filename, int64_t size, const char *prealloc, Er
         close(fd);
         return ret;
     }
-    /* Refuse to truncate an image another process writes. */
-    if (raw_lock_byte(fd, F_WRLCK, WRITE_LOCK_BYTE) == -EAGAIN) {
-        error_setg(errp, "Failed to get \"write\" lock");
-        error_append_hint(errp, "Is another process using the image [%s]?\n", filename);
+    /* Refuse to truncate an image another process writes or resizes (no OFD locks: go on). */
+    off_t bad_byte;
+    if (raw_lock_perms(fd, RAW_CREATE_PERM, RAW_CREATE_UNSHARE, filename, &bad_byte,
+                       errp) == -EAGAIN) {
         close(fd);
         return -EAGAIN;
     }
@@ -941,7 +1065,7 @@ int raw_create_file(const char *filename, int64_t size, const char *prealloc, Er
     } else {
         ret = raw_regular_truncate(fd, size, prealloc, errp);
     }
-    raw_lock_byte(fd, F_UNLCK, WRITE_LOCK_BYTE);
+    raw_unlock_all(fd);
     close(fd);
     return ret;
 }
@@ -1016,8 +1140,16 @@ static int raw_reopen_prepare(BDRVReopenState *state, Error **errp)
         }
     }
 
+    bool force_share = bdrv_opt_has(c, "force-share") ? bdrv_opt_bool(c, "force-share", false)
+                                                      : s->force_share;
+    if (force_share && !state->read_only) {
+        error_setg(errp, "force-share=on can only be used with read-only images");
+        return -EINVAL;
+    }
+
     RawReopenState *rs = g_new0(RawReopenState, 1);
     rs->slot = -1;
+    rs->force_share = force_share;
     state->opaque = rs;
     rs->fd = raw_open_fd(s->filename, state->read_only, state->cache_direct,
                          &rs->open_flags, errp);
@@ -1027,14 +1159,12 @@ static int raw_reopen_prepare(BDRVReopenState *state, Error **errp)
         state->opaque = NULL;
         return ret;
     }
-    /* OFD locks of two descriptions conflict even in one process: hand the write lock over. */
-    if (!state->read_only && s->has_write_lock) {
-        raw_lock_byte(s->fd, F_UNLCK, WRITE_LOCK_BYTE);
-        rs->dropped_old_write_lock = true;
-    }
-    bool took;
-    int ret = raw_apply_locks(s, rs->fd, !state->read_only, &took, errp);
-    rs->took_write_lock = took;
+    /*
+     * The old and new descriptions would see each other's locks as another
+     * user's: hand them over (taken back by raw_restore_locks on failure).
+     */
+    raw_release_locks(s, s->fd);
+    int ret = raw_apply_locks(s, rs->fd, !state->read_only, errp);
     if (ret == 0 && s->ops->add_file) {
         int slot = s->ops->add_file(s->engine, rs->fd, rs->open_flags, errp);
         if (slot < -1) {
@@ -1046,9 +1176,7 @@ static int raw_reopen_prepare(BDRVReopenState *state, Error **errp)
     if (ret < 0) {
         raw_release_locks(s, rs->fd);
         close(rs->fd);
-        if (rs->dropped_old_write_lock) {
-            raw_lock_byte(s->fd, F_WRLCK, WRITE_LOCK_BYTE);
-        }
+        raw_restore_locks(s, s->fd, !bs->read_only);
         g_free(rs);
         state->opaque = NULL;
         return ret;
@@ -1065,12 +1193,11 @@ static void raw_reopen_commit(BDRVReopenState *state)
     if (s->slot >= 0 && s->ops->remove_file) {
         s->ops->remove_file(s->engine, s->slot);
     }
-    raw_release_locks(s, s->fd);
-    close(s->fd);
+    close(s->fd);                /* its locks went to rs->fd in prepare */
     s->fd = rs->fd;
     s->open_flags = rs->open_flags;
     s->slot = rs->slot;
-    s->has_write_lock = rs->took_write_lock;
+    s->force_share = rs->force_share;
     raw_probe_alignment(s, s->fd, s->open_flags);
     g_free(rs);
     state->opaque = NULL;
@@ -1088,9 +1215,7 @@ static void raw_reopen_abort(BDRVReopenState *state)
     }
     raw_release_locks(s, rs->fd);
     close(rs->fd);
-    if (rs->dropped_old_write_lock) {
-        raw_lock_byte(s->fd, F_WRLCK, WRITE_LOCK_BYTE);
-    }
+    raw_restore_locks(s, s->fd, !state->bs->read_only);
     g_free(rs);
     state->opaque = NULL;
 }

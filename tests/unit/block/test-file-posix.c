@@ -430,28 +430,54 @@ static void test_open_errors(void)
 
 /* ---- locks as /proc/locks shows them ---------------------------------------------------------- */
 
-/* Counts OFD locks of `type` ("READ"/"WRITE") on byte `byte` of path's inode. */
-static int count_ofd_locks(const char *path, const char *type, int byte)
+/*
+ * The protocol's bytes (100..104, 200..204) of path's inode that OFD locks
+ * cover, one entry per lock and byte, ascending; "W" marks an exclusive
+ * lock. /proc/locks merges one description's adjacent ranges ("100 101").
+ */
+static char *held_bytes(const char *path)
 {
     struct stat st;
     g_assert_cmpint(stat(path, &st), ==, 0);
     char *locks = NULL;
     g_assert_true(g_file_get_contents("/proc/locks", &locks, NULL, NULL));
-    char *ino = g_strdup_printf(":%lu %d %d", (unsigned long)st.st_ino, byte, byte);
-    int n = 0;
+    char *ino = g_strdup_printf(":%lu ", (unsigned long)st.st_ino);
+    int count[2][300] = { { 0 } };
     char **lines = g_strsplit(locks, "\n", -1);
     for (int i = 0; lines[i]; i++) {
-        if (strstr(lines[i], "OFDLCK") && strstr(lines[i], type) && !strstr(lines[i], "->") &&
-            g_str_has_suffix(lines[i], ino)) {
-            n++;
+        const char *at = strstr(lines[i], ino);
+        long start, end;
+        if (!strstr(lines[i], "OFDLCK") || strstr(lines[i], "->") || !at ||
+            sscanf(at + strlen(ino), "%ld %ld", &start, &end) != 2) {
+            continue;
+        }
+        bool excl = strstr(lines[i], " WRITE ") != NULL;
+        for (long b = MAX(start, 100); b <= MIN(end, 204); b++) {
+            count[excl][b]++;
+        }
+    }
+    GString *out = g_string_new(NULL);
+    for (int b = 100; b <= 204; b++) {
+        for (int excl = 0; excl < 2; excl++) {
+            for (int n = 0; n < count[excl][b]; n++) {
+                g_string_append_printf(out, "%s%s%d", out->len ? " " : "", excl ? "W" : "", b);
+            }
         }
     }
     g_strfreev(lines);
     g_free(ino);
     g_free(locks);
-    return n;
+    return g_string_free(out, FALSE);
 }
 
+#define assert_held(path, expect)                                                     \
+    do {                                                                              \
+        char *held_ = held_bytes(path);                                               \
+        g_assert_cmpstr(held_, ==, expect);                                           \
+        g_free(held_);                                                                \
+    } while (0)
+
+/* A writer holds 100 (consistent read), 101 (write), 201 (no other writer); readers 100. */
 static void test_locks_proc(void)
 {
     static const char *const engines[] = { "threads", "native", "io_uring" };
@@ -465,29 +491,203 @@ static void test_locks_proc(void)
         BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,aio=%s,cache.direct=on%s",
                                         path, engines[e], extra);
         g_assert_no_error(err);
-        g_assert_cmpint(count_ofd_locks(path, "WRITE", 100), ==, 1);
-        g_assert_cmpint(count_ofd_locks(path, "READ", 101), ==, 1);
+        assert_held(path, "100 101 201");
         BlockDriverState *ro = open_fmt(&err, "driver=file,filename=%s,read-only=on", path);
         g_assert_no_error(err);
-        g_assert_cmpint(count_ofd_locks(path, "READ", 101), ==, 2);
+        assert_held(path, "100 100 101 201");
         BlockDriverState *fs = open_fmt(&err, "driver=file,filename=%s,read-only=on,"
                                         "force-share=on", path);
         g_assert_no_error(err);
-        g_assert_cmpint(count_ofd_locks(path, "READ", 101), ==, 2);
+        assert_held(path, "100 100 100 101 201");
         bdrv_unref(fs);
         bdrv_unref(ro);
-        g_assert_cmpint(count_ofd_locks(path, "READ", 101), ==, 1);
+        assert_held(path, "100 101 201");
         /* closing releases every lock, also with a registered (fixed) file */
         bdrv_unref(bs);
-        g_assert_cmpint(count_ofd_locks(path, "WRITE", 100), ==, 0);
-        g_assert_cmpint(count_ofd_locks(path, "READ", 101), ==, 0);
+        assert_held(path, "");
     }
     /* locking=off takes none */
     Error *err = NULL;
     BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,locking=off", path);
     g_assert_no_error(err);
-    g_assert_cmpint(count_ofd_locks(path, "WRITE", 100), ==, 0);
+    assert_held(path, "");
     bdrv_unref(bs);
+    g_unlink(path);
+    g_free(path);
+}
+
+/* Another open file description (like another process) holding one byte, shared or exclusive. */
+static int peer_lock(const char *path, short type, int byte)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    g_assert_cmpint(fd, >=, 0);
+    struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
+    g_assert_cmpint(fcntl(fd, F_OFD_SETLK, &fl), ==, 0);
+    return fd;
+}
+
+/* Would the peer's F_WRLCK test on byte (QEMU's check) find it taken? */
+static bool peer_sees(int fd, int byte)
+{
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
+    g_assert_cmpint(fcntl(fd, F_OFD_GETLK, &fl), ==, 0);
+    return fl.l_type != F_UNLCK;
+}
+
+static void expect_lock_error(const char *opts_fmt, const char *path, const char *perm)
+{
+    Error *err = NULL;
+    BlockDriverState *bs = open_fmt(&err, opts_fmt, path);
+    g_assert_null(bs);
+    char *expect = g_strdup_printf("Failed to get \"%s\" lock\n"
+                                   "Is another process using the image [%s]?\n", perm, path);
+    g_assert_cmpstr(error_get_pretty(err), ==, expect);
+    g_free(expect);
+    g_clear_error(&err);
+}
+
+/* The other side of the protocol, played by hand as a QEMU process would. */
+static void test_locks_qemu_protocol(void)
+{
+    char *path = make_file(scratch_dir, "proto.img", 65536);
+    const char *rw = "driver=file,filename=%s";
+    const char *ro = "driver=file,filename=%s,read-only=on";
+    const char *fs = "driver=file,filename=%s,read-only=on,force-share=on";
+    Error *err = NULL;
+
+    /* a QEMU writer (qemu-io: 100 and 101): we cannot write, but can read */
+    int peer = peer_lock(path, F_RDLCK, 101);
+    expect_lock_error(rw, path, "write");
+    assert_held(path, "101");       /* the failed open left nothing behind */
+    BlockDriverState *bs = open_fmt(&err, ro, path);
+    g_assert_no_error(err);
+    bdrv_unref(bs);
+    bs = open_fmt(&err, fs, path);
+    g_assert_no_error(err);
+    bdrv_unref(bs);
+    close(peer);
+
+    /* a QEMU node that lets nobody else write (201) */
+    peer = peer_lock(path, F_RDLCK, 201);
+    expect_lock_error(rw, path, "write");
+    bs = open_fmt(&err, fs, path);
+    g_assert_no_error(err);
+    bdrv_unref(bs);
+    close(peer);
+
+    /* one that lets nobody else read consistently (200): not even force-share reads */
+    peer = peer_lock(path, F_RDLCK, 200);
+    expect_lock_error(ro, path, "consistent read");
+    expect_lock_error(fs, path, "consistent read");
+    close(peer);
+
+    /* an exclusive lock (older ringblk) is in the way too */
+    peer = peer_lock(path, F_WRLCK, 100);
+    expect_lock_error(fs, path, "consistent read");
+    close(peer);
+
+    /* what a QEMU process checks sees our writer, and only the writer */
+    peer = open(path, O_RDWR | O_CLOEXEC);
+    g_assert_cmpint(peer, >=, 0);
+    bs = open_fmt(&err, rw, path);
+    g_assert_no_error(err);
+    g_assert_true(peer_sees(peer, 100));        /* wants to unshare consistent read */
+    g_assert_true(peer_sees(peer, 101));        /* wants to unshare write */
+    g_assert_true(peer_sees(peer, 201));        /* wants to write */
+    g_assert_false(peer_sees(peer, 200));       /* wants to read: allowed */
+    g_assert_false(peer_sees(peer, 203));       /* wants to resize */
+    bdrv_unref(bs);
+    bs = open_fmt(&err, fs, path);
+    g_assert_no_error(err);
+    g_assert_true(peer_sees(peer, 100));
+    g_assert_false(peer_sees(peer, 101));
+    g_assert_false(peer_sees(peer, 201));       /* force-share unshares nothing */
+    bdrv_unref(bs);
+    g_assert_false(peer_sees(peer, 100));
+    close(peer);
+
+    /* create refuses a QEMU writer or resizer, and leaves the file alone */
+    static const struct { int byte; const char *perm; } busy[] = {
+        { 101, "write" }, { 201, "write" }, { 103, "resize" }, { 203, "resize" },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(busy); i++) {
+        peer = peer_lock(path, F_RDLCK, busy[i].byte);
+        g_assert_cmpint(bdrv_create_file(path, 4096, "off", &err), ==, -EAGAIN);
+        char *expect = g_strdup_printf("Failed to get \"%s\" lock\n"
+                                       "Is another process using the image [%s]?\n",
+                                       busy[i].perm, path);
+        g_assert_cmpstr(error_get_pretty(err), ==, expect);
+        g_free(expect);
+        g_clear_error(&err);
+        close(peer);
+        struct stat st;
+        g_assert_cmpint(stat(path, &st), ==, 0);
+        g_assert_cmpint(st.st_size, ==, 65536);
+    }
+    /* a reader does not stop it */
+    peer = peer_lock(path, F_RDLCK, 100);
+    g_assert_cmpint(bdrv_create_file(path, 4096, "off", &err), ==, 0);
+    g_assert_no_error(err);
+    close(peer);
+    assert_held(path, "");
+    g_unlink(path);
+    g_free(path);
+}
+
+static int reopen_json(BlockDriverState *bs, const char *json, Error **errp)
+{
+    JsonParser *p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, json, -1, NULL));
+    int ret = bdrv_reopen(bs, json_node_get_object(json_parser_get_root(p)), errp);
+    g_object_unref(p);
+    return ret;
+}
+
+/* Reopen moves the locks to the new descriptor; a refused reopen keeps the old ones. */
+static void test_locks_reopen(void)
+{
+    static const char *const engines[] = { "threads", "io_uring" };
+    char *path = make_file(scratch_dir, "relock.img", 65536);
+    for (size_t e = 0; e < G_N_ELEMENTS(engines); e++) {
+        if (!engine_ok(engines[e])) {
+            continue;
+        }
+        const char *extra = !strcmp(engines[e], "io_uring") ? ",fixed-files=on" : "";
+        Error *err = NULL;
+        BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,aio=%s%s", path,
+                                        engines[e], extra);
+        g_assert_no_error(err);
+        assert_held(path, "100 101 201");
+
+        g_assert_cmpint(reopen_json(bs, "{\"read-only\": true}", &err), ==, 0);
+        g_assert_no_error(err);
+        assert_held(path, "100");
+        /* now another writer may come, and keeps us from writing again */
+        BlockDriverState *w = open_fmt(&err, "driver=file,filename=%s", path);
+        g_assert_no_error(err);
+        g_assert_cmpint(reopen_json(bs, "{\"read-only\": false}", &err), ==, -EAGAIN);
+        g_assert_true(g_str_has_prefix(error_get_pretty(err),
+                                       "Failed to get \"write\" lock\nIs another process"));
+        g_clear_error(&err);
+        g_assert_true(bdrv_is_read_only(bs));
+        assert_held(path, "100 100 101 201");
+        bdrv_unref(w);
+
+        g_assert_cmpint(reopen_json(bs, "{\"read-only\": false}", &err), ==, 0);
+        g_assert_no_error(err);
+        assert_held(path, "100 101 201");
+        /* read-write to read-write (a cache change) hands the locks over to itself */
+        g_assert_cmpint(reopen_json(bs, "{\"cache\": {\"direct\": true}}", &err), ==, 0);
+        g_assert_no_error(err);
+        assert_held(path, "100 101 201");
+        g_assert_cmpint(reopen_json(bs, "{\"force-share\": true}", &err), ==, -EINVAL);
+        g_assert_cmpstr(error_get_pretty(err), ==,
+                        "force-share=on can only be used with read-only images");
+        g_clear_error(&err);
+        assert_held(path, "100 101 201");
+        bdrv_unref(bs);
+        assert_held(path, "");
+    }
     g_unlink(path);
     g_free(path);
 }
@@ -889,7 +1089,9 @@ int main(int argc, char **argv)
     g_test_add_func("/file-posix/aio/drive-defaults", test_aio_drive_defaults);
     g_test_add_func("/file-posix/aio/io_uring-punt-warning", test_uring_punt_warning);
     g_test_add_func("/file-posix/open-errors", test_open_errors);
-    g_test_add_func("/file-posix/locks", test_locks_proc);
+    g_test_add_func("/file-posix/locks/proc", test_locks_proc);
+    g_test_add_func("/file-posix/locks/qemu-protocol", test_locks_qemu_protocol);
+    g_test_add_func("/file-posix/locks/reopen", test_locks_reopen);
     g_test_add_func("/file-posix/truncate", test_truncate);
     g_test_add_func("/file-posix/create", test_create);
     g_test_add_func("/file-posix/block-status", test_block_status);
