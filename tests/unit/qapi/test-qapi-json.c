@@ -61,6 +61,47 @@ static void test_json_errors(void)
 }
 
 /* A checked JSON tree is mutable: qapi_check() converts it in place. */
+/* Text that ends inside an object, array or string: where, and what is missing. */
+static void test_json_truncated(void)
+{
+    Error *err = NULL;
+    g_assert_null(qapi_parse_json_object("{\"driver\":\"raw\"", &err));
+    assert_error(err, "Invalid JSON options: premature end of input at byte 15, expected '}'");
+    g_assert_null(qapi_parse_json_object("{", &err));
+    assert_error(err, "Invalid JSON options: premature end of input at byte 1, expected '}'");
+    /* Positions count the "json:" prefix: they point into what the user typed. */
+    g_assert_null(qapi_parse_json_object("json:{\"driver\":\"null-co\"", &err));
+    assert_error(err, "Invalid JSON options: premature end of input at byte 24, expected '}'");
+    g_assert_null(qapi_parse_json_object("{\"a\":[1,{\"b\":2}", &err));
+    assert_error(err, "Invalid JSON options: premature end of input at byte 15, expected ']'");
+    g_assert_null(qapi_parse_json_object("{\"a\":\"x}", &err));
+    assert_error(err, "Invalid JSON options: premature end of input at byte 8, expected '\"'");
+    g_assert_null(qapi_parse_json_object("{\"a\":\"x\\\"}", &err));
+    assert_error(err, "Invalid JSON options: premature end of input at byte 10, expected '\"'");
+}
+
+/* json-glib keeps the last of two equal keys; options given twice are an error. */
+static void test_json_duplicate(void)
+{
+    Error *err = NULL;
+    g_assert_null(qapi_parse_json_object("{\"driver\":\"raw\",\"driver\":\"null-co\"}", &err));
+    assert_error(err, "Invalid JSON options: duplicate key 'driver'");
+    g_assert_null(qapi_parse_json_object(
+        "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"file\",\"filename\":\"a\","
+        "\"filename\":\"b\"}}", &err));
+    assert_error(err, "Invalid JSON options: duplicate key 'filename'");
+    /* Deeper, inside an array, and spelt with an escape. */
+    g_assert_null(qapi_parse_json_object("{\"a\":[{\"b\":{\"c\":1,\"\\u0063\":2}}]}", &err));
+    assert_error(err, "Invalid JSON options: duplicate key 'c'");
+    /* The same key in different objects is no duplicate. */
+    JsonObject *obj = qapi_parse_json_object(
+        "{\"a\":{\"x\":1},\"b\":{\"x\":2},\"c\":[{\"x\":3},{\"x\":4}],\"x\":5}", &err);
+    g_assert_no_error(err);
+    g_autofree char *json = obj_to_json(obj);
+    g_assert_cmpstr(json, ==, "{\"a\":{\"x\":1},\"b\":{\"x\":2},\"c\":[{\"x\":3},{\"x\":4}],\"x\":5}");
+    json_object_unref(obj);
+}
+
 static void test_json_mutable(void)
 {
     Error *err = NULL;
@@ -105,6 +146,8 @@ int main(int argc, char **argv)
     g_test_add_func("/qapi/json/object", test_json_object);
     g_test_add_func("/qapi/json/prefix", test_json_prefix);
     g_test_add_func("/qapi/json/errors", test_json_errors);
+    g_test_add_func("/qapi/json/truncated", test_json_truncated);
+    g_test_add_func("/qapi/json/duplicate", test_json_duplicate);
     g_test_add_func("/qapi/json/mutable", test_json_mutable);
     g_test_add_func("/qapi/json/options", test_json_options);
     return g_test_run();
