@@ -41,6 +41,7 @@
 #include <stddef.h>
 #include <linux/fs.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,7 @@ typedef struct LuringEngine {
     unsigned reaping;                  /* our frames running callbacks (luring_cb_enter) */
     bool submit_bh_pending;
     bool polling;                      /* the loop busy-polls us: eventfd off */
+    bool taskrun_stale;                /* IORING_SQ_TASKRUN set with nothing to run */
     bool zombie;                       /* destroyed from within one of our callbacks */
 
     RawAioReq *ovf_head, *ovf_tail;    /* waiting for free SQEs, FIFO */
@@ -998,6 +1000,38 @@ static void luring_handle_cqe(LuringEngine *e, uint64_t ud, int res)
 static void luring_free(LuringEngine *e);
 
 /*
+ * Runs pending completion work (DEFER_TASKRUN, COOP_TASKRUN) so that it
+ * posts its CQEs. Since Linux 6.13 one such io_uring_enter runs at most
+ * max(20, min_complete) deferred work items per pass (IO_LOCAL_TW_DEFAULT_MAX)
+ * and keeps the rest for a later enter, without setting IORING_SQ_TASKRUN
+ * again or signalling the eventfd. With min_complete 0, as in
+ * io_uring_get_events(), completions past that could wait forever (the
+ * bench harness saw hangs at depth 32 on files whose I/O is punted). So ask
+ * for as many as are in flight, with a zero timeout so that it never sleeps
+ * (-ETIME then just means fewer were ready).
+ */
+static void luring_get_events(LuringEngine *e)
+{
+    struct __kernel_timespec ts = { 0, 0 };
+    struct io_uring_getevents_arg arg = {
+        .sigmask = 0, .sigmask_sz = _NSIG / 8, .ts = (uint64_t)(uintptr_t)&ts,
+    };
+    unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+    int fd = e->ring.ring_fd;
+
+    if (e->iopoll || !(e->ring.features & IORING_FEAT_EXT_ARG)) {
+        /* IOPOLL would poll until min_complete; old kernels have no cap. */
+        io_uring_get_events(&e->ring);
+        return;
+    }
+    if (e->reg_ring_fd) {
+        fd = e->ring.enter_ring_fd;
+        flags |= IORING_ENTER_REGISTERED_RING;
+    }
+    io_uring_enter2(fd, 0, MAX(e->inflight, 1u), flags, (sigset_t *)&arg, sizeof(arg));
+}
+
+/*
  * Our frames that run callbacks (reaping CQEs, synchronous results) count
  * in e->reaping. A callback may destroy the instance (a nested aio_poll
  * running a close): destroy() then drains and leaves a zombie that the
@@ -1035,20 +1069,37 @@ static void luring_run_task_work(LuringEngine *e)
 {
 #if LURING_EVENTFD_TOGGLE
     if (e->polling) {
-        io_uring_get_events(&e->ring);      /* the eventfd is off already */
+        luring_get_events(e);               /* the eventfd is off already */
         return;
     }
     if (e->defer_taskrun && e->reaping == 1) {
-        do {
+        /*
+         * Bounded, and only while entering still posts CQEs: on 6.18 the
+         * flag was seen to stay set with every completion already posted
+         * (32 CQEs ready, all in flight done), and an unbounded loop on it
+         * spun forever without ever reaping them.
+         */
+        for (int i = 0; i < 4; i++) {
+            unsigned tail = io_uring_smp_load_acquire(e->ring.cq.ktail);
+
             io_uring_cq_eventfd_toggle(&e->ring, false);
-            io_uring_get_events(&e->ring);
+            luring_get_events(e);
             io_uring_cq_eventfd_toggle(&e->ring, true);
             __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        } while (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN);
+            if (!(IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
+                e->taskrun_stale = false;
+                return;
+            }
+            if (io_uring_smp_load_acquire(e->ring.cq.ktail) == tail) {
+                /* Nothing to run for us: do not let the busy poll chase the flag. */
+                e->taskrun_stale = true;
+                return;
+            }
+        }
         return;
     }
 #endif
-    io_uring_get_events(&e->ring);
+    luring_get_events(e);
 }
 
 /* Reaps every CQE, running callbacks; then refills from the FIFO and submits once. */
@@ -1096,7 +1147,8 @@ static void luring_fd_read(void *opaque)
 static inline bool luring_has_work(LuringEngine *e)
 {
     return io_uring_cq_ready(&e->ring) ||
-           (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN));
+           (e->taskrun_flag && !e->taskrun_stale &&
+            (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN));
 }
 
 /* Busy poll: a look at the CQ tail and the task-work flag, no syscall. */
