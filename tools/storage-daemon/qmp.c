@@ -266,6 +266,13 @@ static void handle_message(QmpConn *c, const char *text, gsize len)
         if (!qapi_check_command(name, args, &err)) {
             goto fail;
         }
+        if (json_object_has_member(args, "enable") &&
+            json_array_get_length(json_object_get_array_member(args, "enable")) > 0) {
+            error_setg(&err, "Capability '%s' not available",
+                       json_array_get_string_element(
+                           json_object_get_array_member(args, "enable"), 0));
+            goto fail;
+        }
         c->negotiated = true;
         send_return(c, object_node(json_object_new()), id);
         goto out;
