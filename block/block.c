@@ -264,7 +264,7 @@ static void bdrv_refresh_passthrough(BlockDriverState *bs)
 }
 
 static BlockDriverState *open_checked(JsonObject *opts, JsonObject *explicit_opts,
-                                      Error **errp);
+                                      const char *opt_prefix, Error **errp);
 
 /* Opens the "file" child of bs from its member of opts (object or node-name). */
 static BlockDriverState *open_file_child(BlockDriverState *bs, JsonObject *opts,
@@ -279,8 +279,9 @@ static BlockDriverState *open_file_child(BlockDriverState *bs, JsonObject *opts,
     if (JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING) {
         BlockDriverState *child = bdrv_find_node(json_node_get_string(n));
         if (!child) {
-            error_setg(errp, "Cannot find device='' nor node-name='%s'",
-                       json_node_get_string(n));
+            /* As QEMU says it: the reference could name either. */
+            error_setg(errp, "Cannot find device='%s' nor node-name='%s'",
+                       json_node_get_string(n), json_node_get_string(n));
             return NULL;
         }
         if (!bs->read_only && child->read_only) {
@@ -312,13 +313,14 @@ static BlockDriverState *open_file_child(BlockDriverState *bs, JsonObject *opts,
     JsonNode *en = explicit_opts && json_object_has_member(explicit_opts, ckey) ?
                    json_object_get_member(explicit_opts, ckey) : NULL;
     JsonObject *cexplicit = en && JSON_NODE_HOLDS_OBJECT(en) ? json_node_get_object(en) : NULL;
-    BlockDriverState *child = open_checked(copts, cexplicit, errp);
+    g_autofree char *cprefix = g_strconcat(bs->opt_prefix, ckey, ".", NULL);
+    BlockDriverState *child = open_checked(copts, cexplicit, cprefix, errp);
     json_object_unref(copts);
     return child;
 }
 
 static BlockDriverState *open_checked(JsonObject *opts, JsonObject *explicit_opts,
-                                      Error **errp)
+                                      const char *opt_prefix, Error **errp)
 {
     const char *driver = bdrv_opt_str(opts, "driver", NULL);
     const BlockDriver *drv = bdrv_find_driver(driver);
@@ -363,6 +365,7 @@ static BlockDriverState *open_checked(JsonObject *opts, JsonObject *explicit_opt
     bs->node_name = node_name ? g_strdup(node_name) : NULL;
     bs->opaque = drv->instance_size ? g_malloc0(drv->instance_size) : NULL;
     bs->explicit_opts = explicit_opts;
+    bs->opt_prefix = opt_prefix;
     bdrv_io_init(bs);
 
     if (drv->has_file_child) {
@@ -379,6 +382,7 @@ static BlockDriverState *open_checked(JsonObject *opts, JsonObject *explicit_opt
         goto fail;
     }
     bs->explicit_opts = NULL;
+    bs->opt_prefix = NULL;
     bdrv_refresh_limits(bs);
     if (!bs->node_name) {
         bs->node_name = g_strdup_printf("#block%u", auto_node_counter++);
@@ -398,7 +402,7 @@ fail:
 
 BlockDriverState *bdrv_open_checked(JsonObject *opts, Error **errp)
 {
-    return open_checked(opts, NULL, errp);
+    return open_checked(opts, NULL, "", errp);
 }
 
 BlockDriverState *bdrv_open(JsonObject *options, Error **errp)
@@ -406,7 +410,7 @@ BlockDriverState *bdrv_open(JsonObject *options, Error **errp)
     JsonObject *opts = json_deep_copy_object(options);
     BlockDriverState *bs = NULL;
     if (qapi_check("BlockdevOptions", opts, false, errp)) {
-        bs = open_checked(opts, options, errp);
+        bs = open_checked(opts, options, "", errp);
     }
     json_object_unref(opts);
     return bs;
@@ -422,7 +426,7 @@ BlockDriverState *bdrv_open_string(const char *text, Error **errp)
     JsonObject *given = json_deep_copy_object(opts);
     BlockDriverState *bs = NULL;
     if (qapi_check("BlockdevOptions", opts, from_keyval, errp)) {
-        bs = open_checked(opts, given, errp);
+        bs = open_checked(opts, given, "", errp);
     }
     json_object_unref(given);
     json_object_unref(opts);

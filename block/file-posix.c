@@ -500,6 +500,58 @@ static bool raw_want_async_punt(int nowait)
     return nowait == 0;
 }
 
+/*
+ * Whether CPU cpu is online, from /sys/devices/system/cpu/online ("0-3,6").
+ * *online gets that list for the message; unknown (no sysfs) counts as online.
+ */
+static bool raw_cpu_online(int64_t cpu, char **online)
+{
+    char *text = NULL;
+    *online = NULL;
+    if (!g_file_get_contents("/sys/devices/system/cpu/online", &text, NULL, NULL)) {
+        return true;
+    }
+    g_strstrip(text);
+    bool found = false;
+    g_auto(GStrv) ranges = g_strsplit(text, ",", -1);
+    for (char **r = ranges; *r && !found; r++) {
+        char *end;
+        int64_t lo = g_ascii_strtoll(*r, &end, 10), hi = lo;
+        if (*end == '-') {
+            hi = g_ascii_strtoll(end + 1, NULL, 10);
+        }
+        found = cpu >= lo && cpu <= hi;
+    }
+    *online = text;
+    return found;
+}
+
+/*
+ * SQPOLL tuning without SQPOLL would be ignored without a word; a CPU that is
+ * not online would fail ring creation with a bare EINVAL. prefix: the dotted
+ * path of the node's options, so that messages name the key as given.
+ */
+static bool raw_check_sq_options(JsonObject *given, JsonObject *opts, const char *prefix,
+                                 Error **errp)
+{
+    bool sqpoll = bdrv_opt_bool(opts, "sqpoll", false);
+    static const char *const sq_keys[] = { "sq-thread-cpu", "sq-thread-idle" };
+    for (size_t i = 0; i < G_N_ELEMENTS(sq_keys); i++) {
+        if (!sqpoll && uring_option_chosen(given, opts, sq_keys[i])) {
+            error_setg(errp, "Parameter '%s%s' requires sqpoll=on", prefix, sq_keys[i]);
+            return false;
+        }
+    }
+    int64_t cpu = bdrv_opt_int(opts, "sq-thread-cpu", -1);
+    g_autofree char *online = NULL;
+    if (sqpoll && cpu >= 0 && !raw_cpu_online(cpu, &online)) {
+        error_setg(errp, "Parameter '%ssq-thread-cpu': CPU %" PRId64 " is not online "
+                   "(online CPUs: %s)", prefix, cpu, online);
+        return false;
+    }
+    return true;
+}
+
 static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *opts,
                              Error **errp)
 {
@@ -515,11 +567,14 @@ static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *
             bool native_depth = !strcmp(s->aio_requested, "native") &&
                                 !strcmp(uring_only_options[i], "aio-queue-depth");
             if (!native_depth && uring_option_chosen(given, opts, uring_only_options[i])) {
-                error_setg(errp, "Parameter '%s' requires aio=io_uring",
-                           uring_only_options[i]);
+                error_setg(errp, "Parameter '%s%s' requires aio=io_uring",
+                           bs->opt_prefix ? bs->opt_prefix : "", uring_only_options[i]);
                 return -EINVAL;
             }
         }
+    }
+    if (!raw_check_sq_options(given, opts, bs->opt_prefix ? bs->opt_prefix : "", errp)) {
+        return -EINVAL;
     }
 
     if (!strcmp(s->aio_requested, "auto")) {

@@ -204,6 +204,8 @@ struct BlockDriverState {
     JsonObject *options;         /* the checked options it was opened with */
     JsonObject *explicit_opts;   /* during open only: the options as the user gave them
                                     (before defaults were filled), or NULL */
+    const char *opt_prefix;      /* during open only: the dotted path of its options
+                                    ("" at the top, "file." for a child), for messages */
 
     /* request path (io.c); touched only in ctx's thread, in_flight read from any */
     unsigned in_flight;

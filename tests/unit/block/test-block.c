@@ -97,7 +97,7 @@ static void test_open_errors(void)
     g_clear_error(&err);
 
     open_fails("{\"driver\": \"raw\", \"file\": \"missing-node\"}",
-               "Cannot find device='' nor node-name='missing-node'");
+               "Cannot find device='missing-node' nor node-name='missing-node'");
 
     char *path = g_build_filename(scratch_dir, "does-not-exist", NULL);
     char *opts = g_strdup_printf("driver=file,filename=%s", path);

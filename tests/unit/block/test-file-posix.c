@@ -281,6 +281,25 @@ static void expect_open_error(const char *opts_fmt, const char *path, const char
 static void test_aio_option_errors(void)
 {
     char *path = make_file(scratch_dir, "opterr.img", 65536);
+    /* A child's option is named by its dotted key, as the schema's errors name it. */
+    expect_open_error("driver=raw,file.driver=file,file.filename=%s,file.aio=threads,"
+                      "file.sqpoll=on", path, "Parameter 'file.sqpoll' requires aio=io_uring");
+    /* SQPOLL tuning without SQPOLL would be ignored: refused, whatever the engine. */
+    expect_open_error("driver=file,filename=%s,aio=io_uring,sq-thread-cpu=0", path,
+                      "Parameter 'sq-thread-cpu' requires sqpoll=on");
+    expect_open_error("driver=raw,file.driver=file,file.filename=%s,file.sq-thread-idle=5",
+                      path, "Parameter 'file.sq-thread-idle' requires sqpoll=on");
+    if (g_file_test("/sys/devices/system/cpu/online", G_FILE_TEST_EXISTS)) {
+        /* Checked before any ring exists: no io_uring needed to see the message. */
+        Error *err = NULL;
+        g_assert_null(open_fmt(&err, "driver=file,filename=%s,aio=io_uring,sqpoll=on,"
+                               "sq-thread-cpu=100000", path));
+        g_assert_nonnull(err);
+        g_assert_true(g_str_has_prefix(error_get_pretty(err),
+                                       "Parameter 'sq-thread-cpu': CPU 100000 is not online "
+                                       "(online CPUs: "));
+        error_free(err);
+    }
     expect_open_error("driver=file,filename=%s,aio=threads,fixed-files=on", path,
                       "Parameter 'fixed-files' requires aio=io_uring");
     expect_open_error("driver=file,filename=%s,aio=threads,sqpoll=on", path,
@@ -354,12 +373,14 @@ static void test_aio_drive_defaults(void)
     bs = open_drive(&err, "file=%s,format=raw,aio=threads,aio-queue-depth=8", path);
     g_assert_null(bs);
     g_assert_nonnull(err);
+    /* The option belongs to the file node under the raw node: named by its dotted key. */
     g_assert_cmpstr(error_get_pretty(err), ==,
-                    "Parameter 'aio-queue-depth' requires aio=io_uring");
+                    "Parameter 'file.aio-queue-depth' requires aio=io_uring");
     g_clear_error(&err);
     bs = open_drive(&err, "file=%s,format=raw,aio=threads,fixed-files=on", path);
     g_assert_null(bs);
-    g_assert_cmpstr(error_get_pretty(err), ==, "Parameter 'fixed-files' requires aio=io_uring");
+    g_assert_cmpstr(error_get_pretty(err), ==,
+                    "Parameter 'file.fixed-files' requires aio=io_uring");
     g_clear_error(&err);
     g_unlink(path);
     g_free(path);
