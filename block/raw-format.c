@@ -133,15 +133,15 @@ static void raw_fmt_query_info(BlockDriverState *bs, BlockNodeInfo *info)
 {
     BDRVRawState *s = bs->opaque;
     if (s->offset || s->size >= 0) {
-        JsonObject *o = json_object_new();
+        /* Added to the file's facts (alignment-source...), which stay true of the slice. */
+        if (!info->driver_specific) {
+            info->driver_specific = json_object_new();
+        }
+        JsonObject *o = info->driver_specific;
         json_object_set_int_member(o, "offset", s->offset);
         if (s->size >= 0) {
             json_object_set_int_member(o, "size", s->size);
         }
-        if (info->driver_specific) {
-            json_object_unref(info->driver_specific);
-        }
-        info->driver_specific = o;
     }
 }
 

@@ -644,6 +644,10 @@ static int img_info(int argc, char **argv)
     bdrv_query_node_info(bs, &ni);
     /* With --image-opts, the file's name, or the options themselves (null-co has no file). */
     bool opts_name = a.open.image_opts || g_str_has_prefix(filename, "json:");
+    /* Where the file node's alignment came from (statx, ioctl, probe, default, buffered). */
+    const char *align_source = ni.driver_specific &&
+        json_object_has_member(ni.driver_specific, "alignment-source") ?
+        json_object_get_string_member(ni.driver_specific, "alignment-source") : NULL;
     const char *image_name = opts_name && ni.filename ? ni.filename : filename;
 
     if (json) {
@@ -668,10 +672,14 @@ static int img_info(int argc, char **argv)
             g_string_append(s, "null");
         }
         g_string_append_printf(s, ",\n        \"request-alignment\": %" PRIu32
-                               ",\n        \"memory-alignment\": %" PRIu32
-                               ",\n        \"cache-direct\": %s"
+                               ",\n        \"memory-alignment\": %" PRIu32,
+                               ni.request_alignment, ni.memory_alignment);
+        if (align_source) {
+            g_string_append(s, ",\n        \"alignment-source\": ");
+            img_json_string(s, align_source);
+        }
+        g_string_append_printf(s, ",\n        \"cache-direct\": %s"
                                ",\n        \"nowait\": %s\n    }\n}\n",
-                               ni.request_alignment, ni.memory_alignment,
                                ni.cache_direct ? "true" : "false",
                                ni.nowait > 0 ? "true" : ni.nowait == 0 ? "false" : "null");
         fputs(s->str, stdout);
@@ -697,6 +705,9 @@ static int img_info(int argc, char **argv)
         printf("    cache.direct: %s\n", ni.cache_direct ? "on" : "off");
         printf("    request alignment: %" PRIu32 "\n", ni.request_alignment);
         printf("    memory alignment: %" PRIu32 "\n", ni.memory_alignment);
+        if (align_source) {
+            printf("    alignment source: %s\n", align_source);
+        }
         printf("    non-blocking I/O (nowait): %s\n", nowait_str(ni.nowait));
     }
     bdrv_node_info_clear(&ni);
