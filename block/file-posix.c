@@ -264,7 +264,7 @@ static void raw_release_locks(BDRVRawState *s, int fd)
     }
 }
 
-/* Takes back locks fd held a moment ago (a failed reopen), without looking: shared locks always fit. */
+/* Puts back the locks fd held before a refused reopen; no looking, shared locks always fit. */
 static void raw_restore_locks(BDRVRawState *s, int fd, bool writable)
 {
     unsigned perm = writable ? RAW_WRITER_PERM : RAW_READER_PERM;
