@@ -1012,9 +1012,10 @@ static int flush_f(IoSession *s, int argc, char **argv)
 
 static const char discard_help[] =
 "\n"
-" Discards len bytes at offset off. With discard=ignore (the default)\n"
-" the block layer drops the request; with discard=unmap (-d unmap) the\n"
-" file deallocates the range where it can, and it reads back as zeroes.\n"
+" Discards len bytes at offset off. With discard=unmap (the default, as\n"
+" in qemu-io) the file deallocates the range where it can, and it reads\n"
+" back as zeroes; with discard=ignore (-d ignore) the block layer drops\n"
+" the request.\n"
 "\n"
 " -C  print the statistics as one comma-separated line\n"
 " -q  print nothing but errors\n"

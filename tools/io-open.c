@@ -49,6 +49,9 @@ bool io_cache_mode(const char *mode, bool *direct, bool *no_flush)
 }
 
 /* Sets key in a keyval (string leaves) or JSON (typed) tree unless the user did. */
+/* qemu-io's default discard mode (it opens images with BDRV_O_UNMAP). */
+#define IO_DEFAULT_DISCARD "unmap"
+
 static void io_set_default(JsonObject *obj, const char *key, const char *kv_value,
                            bool from_keyval)
 {
@@ -107,9 +110,9 @@ static bool io_apply_to_tree(JsonObject *node, const IoOpenArgs *args, bool from
     if (args->force_share) {
         io_set_default(node, "force-share", "on", from_keyval);
     }
-    if (args->discard) {
-        io_set_default(node, "discard", args->discard, from_keyval);
-    }
+    /* qemu-io opens images with discard=unmap unless -d says otherwise. */
+    io_set_default(node, "discard", args->discard ? args->discard : IO_DEFAULT_DISCARD,
+                   from_keyval);
     if (driver && (!strcmp(driver, "file") || !strcmp(driver, "host_device"))) {
         if (args->aio) {
             io_set_default(node, "aio", args->aio, from_keyval);
@@ -160,9 +163,8 @@ static JsonObject *io_drive_options(const char *filename, const IoOpenArgs *args
     if (args->aio) {
         json_object_set_string_member(drive, "aio", args->aio);
     }
-    if (args->discard) {
-        json_object_set_string_member(drive, "discard", args->discard);
-    }
+    json_object_set_string_member(drive, "discard",
+                                  args->discard ? args->discard : IO_DEFAULT_DISCARD);
     if (args->read_only) {
         json_object_set_string_member(drive, "read-only", "on");
     }
@@ -369,7 +371,11 @@ int io_open_image(IoSession *s, const char *name, const IoOpenArgs *args, Error 
         if (!tree) {
             return -EINVAL;
         }
-        IoOpenArgs plain = { .format = args->format };
+        /*
+         * The base is what the schema fills in by itself, so discard is
+         * its schema default there (ignore), not qemu-io's unmap.
+         */
+        IoOpenArgs plain = { .format = args->format, .discard = "ignore" };
         JsonObject *base = io_drive_options(name, &plain, &error_abort);
         JsonObject *given = io_tree_diff(tree, base);
         bs = bdrv_open(given, errp);

@@ -37,7 +37,7 @@ static void usage(void)
 "  -n, --nocache        the same as -t none (O_DIRECT)\n"
 "  -i, --aio=MODE       engine: threads, native, io_uring or auto (default)\n"
 "  -k, --native-aio     the same as -i native\n"
-"  -d, --discard=MODE   ignore (default) or unmap\n"
+"  -d, --discard=MODE   unmap (default, as qemu-io) or ignore\n"
 "  -o, --options OPTS   more file-node options, e.g. fixed-files=on,sqpoll=on;\n"
 "                       may be repeated\n"
 "  -U, --force-share    open even if another process holds the image\n"
