@@ -574,6 +574,29 @@ static const char *nowait_str(int nowait)
     return nowait > 0 ? "yes" : nowait == 0 ? "no" : "unknown";
 }
 
+/*
+ * What info, map and check do after their options: exactly one image name
+ * left on the command line, opened read-only. Returns the node, or NULL
+ * after reporting why.
+ */
+static BlockDriverState *img_open_one_readonly(int argc, char **argv, ImgOpenOpts *o,
+                                               const char **filename)
+{
+    if (optind != argc - 1) {
+        error_report("Expecting one image file name");
+        img_print_help_hint();
+        return NULL;
+    }
+    *filename = argv[optind];
+    o->read_only = true;
+    Error *err = NULL;
+    BlockDriverState *bs = img_open(*filename, o, &err);
+    if (!bs) {
+        error_report_err(err);
+    }
+    return bs;
+}
+
 static int img_info(int argc, char **argv)
 {
     CommonArgs a = { .output = "human" };
@@ -619,17 +642,9 @@ static int img_info(int argc, char **argv)
     if (!check_output(a.output, &json) || !check_image_opts(&a.open)) {
         return 1;
     }
-    if (optind != argc - 1) {
-        error_report("Expecting one image file name");
-        img_print_help_hint();
-        return 1;
-    }
-    const char *filename = argv[optind];
-    a.open.read_only = true;
-    Error *err = NULL;
-    BlockDriverState *bs = img_open(filename, &a.open, &err);
+    const char *filename;
+    BlockDriverState *bs = img_open_one_readonly(argc, argv, &a.open, &filename);
     if (!bs) {
-        error_report_err(err);
         return 1;
     }
 
@@ -788,17 +803,9 @@ static int img_map(int argc, char **argv)
     if (!check_output(a.output, &json) || !check_image_opts(&a.open)) {
         return 1;
     }
-    if (optind != argc - 1) {
-        error_report("Expecting one image file name");
-        img_print_help_hint();
-        return 1;
-    }
-    const char *filename = argv[optind];
-    a.open.read_only = true;
-    Error *err = NULL;
-    BlockDriverState *bs = img_open(filename, &a.open, &err);
+    const char *filename;
+    BlockDriverState *bs = img_open_one_readonly(argc, argv, &a.open, &filename);
     if (!bs) {
-        error_report_err(err);
         return 1;
     }
     int64_t size = bdrv_getlength(bs);
@@ -898,17 +905,10 @@ static int img_check(int argc, char **argv)
     if (!check_output(a.output, &json) || !check_image_opts(&a.open)) {
         return 1;
     }
-    if (optind != argc - 1) {
-        error_report("Expecting one image file name");
-        img_print_help_hint();
-        return 1;
-    }
     /* Open it anyway, so that a missing or unreadable image is reported as such. */
-    a.open.read_only = true;
-    Error *err = NULL;
-    BlockDriverState *bs = img_open(argv[optind], &a.open, &err);
+    const char *filename;
+    BlockDriverState *bs = img_open_one_readonly(argc, argv, &a.open, &filename);
     if (!bs) {
-        error_report_err(err);
         return 1;
     }
     bdrv_unref(bs);
