@@ -386,6 +386,29 @@ static int64_t *io_parse_lengths(char **argv, int first, int argc, int64_t *tota
     return lens;
 }
 
+/*
+ * The operands of readv, writev and aio_read: "off len [len...]" from
+ * argv[optind..]. Sets *offset and *total and builds b (filled with `fill`).
+ * Returns 0, or -EINVAL after printing the usage or the bad operand.
+ */
+static int io_vector_operands(IoSession *s, int argc, char **argv, const char *cmd,
+                              int fill, int64_t *offset, int64_t *total, IoBuf *b)
+{
+    if (optind > argc - 2) {
+        return io_usage(cmd);
+    }
+    if (!io_arg_size(argv[optind], offset)) {
+        return -EINVAL;
+    }
+    int64_t *lens = io_parse_lengths(argv, optind + 1, argc, total);
+    if (!lens) {
+        return -EINVAL;
+    }
+    io_buf_new(s, b, *offset, lens, argc - optind - 1, fill);
+    g_free(lens);
+    return 0;
+}
+
 /* ---- Synchronous requests ---------------------------------------------------- */
 
 typedef enum { IO_READ, IO_WRITE, IO_ZEROES, IO_DISCARD } IoOp;
@@ -551,20 +574,11 @@ static int readv_f(IoSession *s, int argc, char **argv)
             return io_usage("readv");
         }
     }
-    if (optind > argc - 2) {
-        return io_usage("readv");
-    }
-    if (!io_arg_size(argv[optind], &offset)) {
-        return -EINVAL;
-    }
-    int64_t *lens = io_parse_lengths(argv, optind + 1, argc, &total);
-    if (!lens) {
-        return -EINVAL;
-    }
-
     IoBuf b;
-    io_buf_new(s, &b, offset, lens, argc - optind - 1, IO_READ_FILL);
-    g_free(lens);
+    int err = io_vector_operands(s, argc, argv, "readv", IO_READ_FILL, &offset, &total, &b);
+    if (err < 0) {
+        return err;
+    }
     int64_t start = io_now_ns();
     int ret = io_do(s, IO_READ, offset, total, &b.qiov, 0);
     int64_t elapsed = io_now_ns() - start;
@@ -719,20 +733,11 @@ static int writev_f(IoSession *s, int argc, char **argv)
             return io_usage("writev");
         }
     }
-    if (optind > argc - 2) {
-        return io_usage("writev");
-    }
-    if (!io_arg_size(argv[optind], &offset)) {
-        return -EINVAL;
-    }
-    int64_t *lens = io_parse_lengths(argv, optind + 1, argc, &total);
-    if (!lens) {
-        return -EINVAL;
-    }
-
     IoBuf b;
-    io_buf_new(s, &b, offset, lens, argc - optind - 1, pattern);
-    g_free(lens);
+    int err = io_vector_operands(s, argc, argv, "writev", pattern, &offset, &total, &b);
+    if (err < 0) {
+        return err;
+    }
     int64_t start = io_now_ns();
     int ret = io_do(s, IO_WRITE, offset, total, &b.qiov, flags);
     int64_t elapsed = io_now_ns() - start;
@@ -896,19 +901,14 @@ static int aio_read_f(IoSession *s, int argc, char **argv)
             return io_usage("aio_read");
         }
     }
-    if (optind > argc - 2) {
-        return io_usage("aio_read");
-    }
-    if (!io_arg_size(argv[optind], &tmpl.offset)) {
-        return -EINVAL;
-    }
-    int64_t *lens = io_parse_lengths(argv, optind + 1, argc, &tmpl.bytes);
-    if (!lens) {
-        return -EINVAL;
-    }
+    /* The buffer is built in place: an IoBuf must not be copied. */
     IoAioReq *req = g_memdup2(&tmpl, sizeof(tmpl));
-    io_buf_new(s, &req->buf, req->offset, lens, argc - optind - 1, IO_READ_FILL);
-    g_free(lens);
+    int err = io_vector_operands(s, argc, argv, "aio_read", IO_READ_FILL,
+                                 &req->offset, &req->bytes, &req->buf);
+    if (err < 0) {
+        g_free(req);
+        return err;
+    }
     io_aio_submit(req, 0);
     return 0;
 }
