@@ -838,6 +838,147 @@ static void test_sqpoll(void)
     close(fd);
 }
 
+/* ---- SQPOLL thread CPU after the idle time ------------------------------------------ */
+
+/* The tids of this process's SQPOLL threads (comm "iou-sqp-<pid>"). */
+static GArray *sq_thread_tids(void)
+{
+    GArray *tids = g_array_new(FALSE, FALSE, sizeof(int));
+    g_autofree char *want = g_strdup_printf("iou-sqp-%d\n", getpid());
+    GDir *dir = g_dir_open("/proc/self/task", 0, NULL);
+    const char *name;
+
+    g_assert_nonnull(dir);
+    while ((name = g_dir_read_name(dir))) {
+        g_autofree char *path = g_strdup_printf("/proc/self/task/%s/comm", name);
+        g_autofree char *comm = NULL;
+
+        if (g_file_get_contents(path, &comm, NULL, NULL) && !strcmp(comm, want)) {
+            int tid = atoi(name);
+
+            g_array_append_val(tids, tid);
+        }
+    }
+    g_dir_close(dir);
+    return tids;
+}
+
+/* utime + stime of a thread of ours, in clock ticks, and its state letter. */
+static uint64_t thread_ticks(int tid, char *state)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/task/%d/stat", tid);
+    g_autofree char *stat = NULL;
+    unsigned long long utime, stime;
+    const char *p;
+
+    g_assert_true(g_file_get_contents(path, &stat, NULL, NULL));
+    /* After "tid (comm) ": state is field 3, utime and stime fields 14 and 15. */
+    p = strrchr(stat, ')');
+    g_assert_nonnull(p);
+    g_assert_cmpint(sscanf(p + 2, "%c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+                           state, &utime, &stime), ==, 3);
+    return utime + stime;
+}
+
+/*
+ * The SQ thread spins while there is work and for sq-thread-idle ms after,
+ * then sleeps (IORING_SQ_NEED_WAKEUP) and costs nothing. Asserted on CPU
+ * ticks only, never on wall-clock speed: it must run during I/O, consume at
+ * most one tick in 500 ms once idle (50x the idle time after the last
+ * request), and the next request must wake it and complete.
+ */
+static void test_sqpoll_idle_cpu(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    int fd = make_file("sqidle", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(4096);
+    g_autoptr(GArray) before = sq_thread_tids();
+    g_autoptr(GArray) after = NULL;
+    uint64_t t0, t1, idle0, idle1;
+    int tid = -1;
+    char state;
+    LuringInfo info;
+    TestReq t;
+    int n;
+
+    cfg.sqpoll = true;
+    /* An idle time no other test uses: a thread of our own, not a shared one. */
+    cfg.sq_thread_idle_ms = 23;
+    e = create_engine(&cfg);
+    luring_get_info(e, &info);
+    g_assert_true(info.sqpoll);
+    g_assert_false(info.shared_sq_thread);
+    /* The thread names itself once it runs: look again until it has (max 10 s). */
+    for (int tries = 0; tid < 0 && tries < 1000; tries++) {
+        if (tries) {
+            g_usleep(10 * 1000);
+        }
+        g_clear_pointer(&after, g_array_unref);
+        after = sq_thread_tids();
+        for (guint i = 0; i < after->len; i++) {
+            bool old = false;
+
+            for (guint j = 0; j < before->len; j++) {
+                old |= g_array_index(before, int, j) == g_array_index(after, int, i);
+            }
+            if (!old) {
+                g_assert_cmpint(tid, ==, -1);   /* exactly one new SQ thread */
+                tid = g_array_index(after, int, i);
+            }
+        }
+    }
+    if (tid < 0) {
+        g_test_skip("no iou-sqp-<pid> thread found in /proc/self/task");
+        ops->destroy(e);
+        close(fd);
+        return;
+    }
+
+    /* During I/O the thread runs: keep reading until it has used 2 ticks. */
+    t0 = thread_ticks(tid, &state);
+    for (n = 0; thread_ticks(tid, &state) < t0 + 2; n++) {
+        uint64_t off = (uint64_t)(n % 256) * 4096;
+
+        g_assert_cmpint(n, <, 10 * 1000 * 1000);
+        prep(&t, RAW_AIO_READ, fd, -1, off, buf, 4096);
+        g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+        wait_for(&t);
+        g_assert_cmpint(t.ret, ==, 0);
+        check_pattern(buf, off, 4096);
+    }
+    t1 = thread_ticks(tid, &state);
+    g_assert_cmpuint(t1, >=, t0 + 2);
+
+    /* Idle: well past sq-thread-idle, the thread sleeps and uses no CPU. */
+    g_usleep(1000 * 1000);
+    idle0 = thread_ticks(tid, &state);
+    g_usleep(500 * 1000);
+    idle1 = thread_ticks(tid, &state);
+    if (idle1 > idle0 + 1) {
+        g_error("SQ thread %d used %" PRIu64 " ticks in 500 ms while idle (state %c)",
+                tid, idle1 - idle0, state);
+    }
+    g_assert_cmpint(state, ==, 'S');
+
+    /*
+     * Each request finds the thread asleep, so it has to wake it
+     * (IORING_SQ_NEED_WAKEUP), and completes.
+     */
+    for (int round = 0; round < 3; round++) {
+        while (thread_ticks(tid, &state), state != 'S') {
+            g_usleep(10 * 1000);
+        }
+        prep(&t, RAW_AIO_READ, fd, -1, 65536 + 4096 * round, buf, 4096);
+        g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+        wait_for(&t);
+        g_assert_cmpint(t.ret, ==, 0);
+        check_pattern(buf, 65536 + 4096 * round, 4096);
+    }
+    ops->destroy(e);
+    close(fd);
+}
+
 /*
  * SQPOLL at a tiny depth with page-cache hits: the SQ thread posts CQEs
  * before it commits the SQ head, so freed slots lag behind completions.
@@ -1335,6 +1476,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/memlock", test_memlock);
     g_test_add_func("/io_uring/sqpoll-wakeup", test_sqpoll);
     g_test_add_func("/io_uring/sqpoll-full-ring", test_sqpoll_full_ring);
+    g_test_add_func("/io_uring/sqpoll-idle-cpu", test_sqpoll_idle_cpu);
     g_test_add_func("/io_uring/iopoll-refused", test_iopoll_refused);
     g_test_add_func("/io_uring/restrict", test_restrict);
     g_test_add_func("/io_uring/destroy-inflight", test_destroy_inflight);
