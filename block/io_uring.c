@@ -735,14 +735,48 @@ static inline void luring_schedule_submit(LuringEngine *e)
     }
 }
 
-/* Sends every filled SQE to the kernel (one io_uring_enter, barring errors). */
+static void luring_flush_ring(LuringEngine *e);
+
+/*
+ * Sends every filled SQE to the kernel (one io_uring_enter, barring errors).
+ *
+ * Requests that complete inside the submit (page-cache hits) post their
+ * CQEs before it returns, and each such batch would also signal the
+ * eventfd: a ppoll and a read per batch for CQEs we are about to look at
+ * anyway. So the eventfd is off while we submit; afterwards, the same
+ * barrier-and-look as in luring_run_task_work() decides whether the reap
+ * BH must pick up what arrived (never left to a wakeup that was not sent).
+ */
 static void luring_flush(LuringEngine *e)
 {
-    int ret;
-
     if (e->shared) {
         return;     /* the loop's next wait submits the shared ring */
     }
+#if LURING_EVENTFD_TOGGLE
+    if (!e->polling && !e->sqpoll && !e->iopoll && io_uring_sq_ready(&e->ring)) {
+        io_uring_cq_eventfd_toggle(&e->ring, false);
+        luring_flush_ring(e);
+        io_uring_cq_eventfd_toggle(&e->ring, true);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        /*
+         * The task-work flag counts even when we believed it stale: work
+         * queued while the eventfd was off signals nothing, now or later.
+         */
+        if (io_uring_cq_ready(&e->ring) ||
+            (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN))) {
+            e->taskrun_stale = false;
+            luring_schedule_submit(e);
+        }
+        return;
+    }
+#endif
+    luring_flush_ring(e);
+}
+
+static void luring_flush_ring(LuringEngine *e)
+{
+    int ret;
+
     while (io_uring_sq_ready(&e->ring)) {
         if (G_UNLIKELY(e->inj_kind == LURING_INJECT_EBUSY && e->inj_count > 0)) {
             e->inj_count--;
