@@ -21,6 +21,10 @@
  * engine sees one batch. At most NBD_MAX_IN_FLIGHT requests live per
  * connection; when full, the read handler is removed until one finishes.
  *
+ * With structured replies, a large read over holes is answered with
+ * OFFSET_HOLE/OFFSET_DATA chunks planned from block status before the read
+ * is submitted (req_plan_sparse_read).
+ *
  * Replies are queued in order of completion and written by a BH with one
  * sendmsg() of header + data iovecs for as many replies as are queued (no
  * copy of the data). A short write leaves the rest for the write handler.
@@ -54,6 +58,10 @@
 #define NBD_MAX_LISTEN_FDS    4
 #define NBD_BS_MAX_EXTENTS    1024           /* block status descriptors per reply */
 #define NBD_SEND_IOV_MAX      64
+#define NBD_SPARSE_READ_MIN   (64 * 1024)    /* smaller reads are sent as data */
+#define NBD_READ_MAX_CHUNKS   16             /* content chunks of one sparse read */
+#define NBD_CHUNK_HDR_MAX     32             /* OFFSET_HOLE: 20 + offset + size */
+#define NBD_CACHE_STEP        (1024 * 1024)  /* CACHE reads this much at a time */
 #define NBD_META_ID_BASE_ALLOCATION 1
 
 typedef struct NbdConn NbdConn;
@@ -70,13 +78,23 @@ struct NbdReq {
     uint8_t *buf;               /* bdrv_blockalign() buffer, buf_cap bytes */
     size_t buf_cap;
     uint32_t payload_got;       /* write payload received so far */
+    uint32_t cache_done;        /* CACHE: bytes read so far */
     bool flush_after;           /* TRIM with FUA: flush once the discard is done */
     IOVector qiov;
-    /* The reply: hdr, then optionally data (out_data/out_len). */
+    /* The reply: outv[0..out_niov), usually out[] (hdr, then optional data). */
     uint8_t hdr[48];
     struct iovec out[2];
+    struct iovec *outv;
     int out_niov;
     size_t out_total;
+    /*
+     * A read whose range has holes is answered with OFFSET_DATA/OFFSET_HOLE
+     * chunks (nr_chunks > 0) built before the read is submitted; their headers
+     * and iovecs are allocated on the request's first sparse read and kept.
+     */
+    unsigned nr_chunks;
+    uint8_t *chunk_hdr;         /* NBD_READ_MAX_CHUNKS * NBD_CHUNK_HDR_MAX bytes */
+    struct iovec *chunk_iov;    /* 2 * NBD_READ_MAX_CHUNKS */
 };
 
 typedef enum {
@@ -141,6 +159,12 @@ struct NbdConn {
     bool plugged;
     bool send_blocked;          /* the socket refused part of the replies */
     bool read_full;             /* reading paused at NBD_MAX_IN_FLIGHT */
+    /*
+     * [data_from, data_until): known to hold data at the last block status
+     * query. Reads inside it skip the query. Only data is remembered: a hole
+     * may fill any time, but sending data is always correct.
+     */
+    uint64_t data_from, data_until;
 };
 
 typedef struct NbdServer {
@@ -759,6 +783,7 @@ static NbdReq *req_get(NbdConn *c)
     r->next = NULL;
     r->flush_after = false;
     r->payload_got = 0;
+    r->nr_chunks = 0;
     c->nr_reqs++;
     return r;
 }
@@ -851,7 +876,10 @@ static void req_queue_reply(NbdReq *r)
         conn_maybe_finish(c);
         return;
     }
-    r->out_total = r->out[0].iov_len + (r->out_niov > 1 ? r->out[1].iov_len : 0);
+    r->out_total = 0;
+    for (int i = 0; i < r->out_niov; i++) {
+        r->out_total += r->outv[i].iov_len;
+    }
     r->next = NULL;
     if (c->out_tail) {
         c->out_tail->next = r;
@@ -867,6 +895,7 @@ static void req_reply_simple(NbdReq *r, uint32_t err, void *data, size_t len)
     put32(r->hdr, NBD_SIMPLE_REPLY_MAGIC);
     put32(r->hdr + 4, err);
     put64(r->hdr + 8, r->cookie);
+    r->outv = r->out;
     r->out[0] = (struct iovec){ r->hdr, 16 };
     r->out_niov = 1;
     if (len) {
@@ -875,13 +904,20 @@ static void req_reply_simple(NbdReq *r, uint32_t err, void *data, size_t len)
     }
 }
 
+static void chunk_header(uint8_t *h, uint64_t cookie, uint16_t flags, uint16_t type,
+                         uint32_t len)
+{
+    put32(h, NBD_STRUCTURED_REPLY_MAGIC);
+    put16(h + 4, flags);
+    put16(h + 6, type);
+    put64(h + 8, cookie);
+    put32(h + 16, len);
+}
+
 static void req_chunk_header(NbdReq *r, uint16_t flags, uint16_t type, uint32_t len)
 {
-    put32(r->hdr, NBD_STRUCTURED_REPLY_MAGIC);
-    put16(r->hdr + 4, flags);
-    put16(r->hdr + 6, type);
-    put64(r->hdr + 8, r->cookie);
-    put32(r->hdr + 16, len);
+    chunk_header(r->hdr, r->cookie, flags, type, len);
+    r->outv = r->out;
 }
 
 /* Replies with error err (NBD_E*) and an optional static message. */
@@ -913,7 +949,9 @@ static void req_reply_ok(NbdReq *r)
 
 static void req_reply_read(NbdReq *r)
 {
-    if (!r->conn->structured) {
+    if (r->nr_chunks) {
+        r->outv = r->chunk_iov;      /* built by req_plan_sparse_read() */
+    } else if (!r->conn->structured) {
         req_reply_simple(r, 0, r->buf, r->length);
     } else if (r->length == 0) {
         req_chunk_header(r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 0);
@@ -994,12 +1032,123 @@ static void req_block_status(NbdReq *r)
     req_queue_reply(r);
 }
 
+/*
+ * Structured replies let a read skip the zeroes: [offset, offset+length) is
+ * split by block status into runs that hold data and runs that read as
+ * zeroes (holes, or BDRV_BLOCK_ZERO), and each becomes an OFFSET_DATA or
+ * OFFSET_HOLE chunk, the last flagged DONE. Only reads of at least
+ * NBD_SPARSE_READ_MIN ask (a 4 KiB read saves nothing worth a query), and
+ * not inside the connection's remembered data range; the read itself still
+ * covers the whole range (one request; holes read as zeroes cheaply), and
+ * the data chunks point into its buffer. After NBD_READ_MAX_CHUNKS - 1 runs
+ * the rest goes out as one data chunk. Returns true when the whole range
+ * is one hole: the reply is complete and nothing needs to be read.
+ */
+static bool req_plan_sparse_read(NbdReq *r)
+{
+    NbdConn *c = r->conn;
+    uint64_t end = r->offset + r->length;
+    if (!c->structured || r->length < NBD_SPARSE_READ_MIN ||
+        (r->offset >= c->data_from && end <= c->data_until)) {
+        return false;
+    }
+    uint32_t run_len[NBD_READ_MAX_CHUNKS];
+    bool run_hole[NBD_READ_MAX_CHUNKS];
+    unsigned n = 0;
+    uint64_t off = r->offset;
+    while (off < end) {
+        int64_t pnum;
+        int st;
+        bool hole;
+        if (n == NBD_READ_MAX_CHUNKS - 1) {
+            pnum = end - off;
+            hole = false;
+        } else {
+            /* The first query looks past the read, so the data range it finds can be reused. */
+            int64_t want = off == r->offset ? c->exp->size - (int64_t)off : (int64_t)(end - off);
+            if (bdrv_block_status(c->bs, off, want, &pnum, &st) < 0) {
+                return false;        /* no answer: send it all as data */
+            }
+            hole = st & BDRV_BLOCK_ZERO || !(st & BDRV_BLOCK_DATA);
+            if (off == r->offset && !hole) {
+                c->data_from = off;
+                c->data_until = off + pnum;
+            }
+            pnum = MIN(pnum, (int64_t)(end - off));
+        }
+        if (n && run_hole[n - 1] == hole) {
+            run_len[n - 1] += (uint32_t)pnum;
+        } else {
+            run_len[n] = (uint32_t)pnum;
+            run_hole[n] = hole;
+            n++;
+        }
+        off += pnum;
+    }
+    if (n == 1 && !run_hole[0]) {
+        return false;                /* all data: the plain reply */
+    }
+    if (n > 1 && (r->flags & NBD_CMD_FLAG_DF)) {
+        return false;                /* DF: one content chunk, so data */
+    }
+    if (n > 1) {
+        req_buf(r, r->length);       /* the data chunks point into it */
+    }
+    if (!r->chunk_hdr) {
+        r->chunk_hdr = g_malloc(NBD_READ_MAX_CHUNKS * NBD_CHUNK_HDR_MAX);
+        r->chunk_iov = g_new(struct iovec, 2 * NBD_READ_MAX_CHUNKS);
+    }
+    int niov = 0;
+    off = r->offset;
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t *h = r->chunk_hdr + i * NBD_CHUNK_HDR_MAX;
+        uint16_t fl = i == n - 1 ? NBD_REPLY_FLAG_DONE : 0;
+        if (run_hole[i]) {
+            chunk_header(h, r->cookie, fl, NBD_REPLY_TYPE_OFFSET_HOLE, 12);
+            put64(h + 20, off);
+            put32(h + 28, run_len[i]);
+            r->chunk_iov[niov++] = (struct iovec){ h, 32 };
+        } else {
+            chunk_header(h, r->cookie, fl, NBD_REPLY_TYPE_OFFSET_DATA, 8 + run_len[i]);
+            put64(h + 20, off);
+            r->chunk_iov[niov++] = (struct iovec){ h, 28 };
+            r->chunk_iov[niov++] = (struct iovec){ r->buf + (off - r->offset), run_len[i] };
+        }
+        off += run_len[i];
+    }
+    r->nr_chunks = n;
+    r->out_niov = niov;
+    return n == 1;
+}
+
 static void conn_plug(NbdConn *c)
 {
     if (!c->plugged) {
         c->plugged = true;
         bdrv_io_plug(c->bs);
     }
+}
+
+/*
+ * NBD_CMD_CACHE reads the range through the block layer into a throwaway
+ * buffer, NBD_CACHE_STEP at a time (so memory stays bounded), and answers
+ * once all of it was read: for a buffered node the data is then in the page
+ * cache, for any node the device has seen it. A read error is the reply.
+ */
+static void req_cache_step(void *opaque, int ret)
+{
+    NbdReq *r = opaque;
+    NbdConn *c = r->conn;
+    if (ret == 0 && r->qiov.size) {
+        r->cache_done += r->qiov.size;
+    }
+    if (ret < 0 || r->cache_done == r->length || c->drop_replies) {
+        req_done(r, ret);
+        return;
+    }
+    uint32_t n = MIN(r->length - r->cache_done, (uint32_t)NBD_CACHE_STEP);
+    iovector_init_buf(&r->qiov, r->buf, n);
+    bdrv_aio_preadv(c->bs, r->offset + r->cache_done, &r->qiov, 0, req_cache_step, r);
 }
 
 /* Hands a validated request to the block layer (write payload complete). */
@@ -1024,6 +1173,12 @@ static void req_submit(NbdReq *r)
         break;
     case NBD_CMD_FLUSH:
         bdrv_aio_flush(c->bs, req_done, r);
+        break;
+    case NBD_CMD_CACHE:
+        req_buf(r, MIN(r->length, (uint32_t)NBD_CACHE_STEP));
+        r->cache_done = 0;
+        iovector_init_buf(&r->qiov, r->buf, 0);
+        req_cache_step(r, 0);
         break;
     case NBD_CMD_TRIM:
         r->flush_after = r->flags & NBD_CMD_FLAG_FUA;
@@ -1083,7 +1238,8 @@ static uint32_t req_check(NbdConn *c, NbdReq *r, const char **msg)
         *msg = "no metadata context negotiated";
         return NBD_EINVAL;
     }
-    if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) && r->length > NBD_MAX_PAYLOAD) {
+    if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE || r->type == NBD_CMD_CACHE) &&
+        r->length > NBD_MAX_PAYLOAD) {
         *msg = "request too large";
         return r->type == NBD_CMD_READ && (r->flags & NBD_CMD_FLAG_DF) ? NBD_EOVERFLOW
                                                                           : NBD_EINVAL;
@@ -1146,8 +1302,12 @@ static bool conn_handle_header(NbdConn *c, const uint8_t *h)
     }
     switch (type) {
     case NBD_CMD_READ:
-        req_buf(r, r->length);
-        req_submit(r);
+        if (req_plan_sparse_read(r)) {
+            req_reply_read(r);   /* one hole: nothing to read */
+        } else {
+            req_buf(r, r->length);
+            req_submit(r);
+        }
         break;
     case NBD_CMD_WRITE:
         req_buf(r, r->length);
@@ -1156,9 +1316,6 @@ static bool conn_handle_header(NbdConn *c, const uint8_t *h)
         } else {
             c->cur = r;
         }
-        break;
-    case NBD_CMD_CACHE:
-        req_reply_ok(r);         /* a hint; the data is one read away anyway */
         break;
     case NBD_CMD_BLOCK_STATUS:
         req_block_status(r);
@@ -1306,14 +1463,15 @@ static void conn_send(NbdConn *c)
         struct iovec iov[NBD_SEND_IOV_MAX];
         int niov = 0;
         size_t skip = c->out_off;
-        for (NbdReq *r = c->out_head; r && niov + 2 <= NBD_SEND_IOV_MAX; r = r->next) {
+        for (NbdReq *r = c->out_head; r && niov + r->out_niov <= NBD_SEND_IOV_MAX;
+             r = r->next) {
             for (int i = 0; i < r->out_niov; i++) {
-                if (skip >= r->out[i].iov_len) {
-                    skip -= r->out[i].iov_len;
+                if (skip >= r->outv[i].iov_len) {
+                    skip -= r->outv[i].iov_len;
                     continue;
                 }
-                iov[niov].iov_base = (uint8_t *)r->out[i].iov_base + skip;
-                iov[niov].iov_len = r->out[i].iov_len - skip;
+                iov[niov].iov_base = (uint8_t *)r->outv[i].iov_base + skip;
+                iov[niov].iov_len = r->outv[i].iov_len - skip;
                 skip = 0;
                 niov++;
             }
@@ -1453,6 +1611,8 @@ static void conn_maybe_finish(NbdConn *c)
         if (r->buf) {
             bdrv_blockalign_free(c->bs, r->buf, r->buf_cap);
         }
+        g_free(r->chunk_hdr);
+        g_free(r->chunk_iov);
         g_free(r);
     }
     g_free(c->rbuf);

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <netinet/in.h>
@@ -290,10 +291,16 @@ static Client cl_go(const char *name, bool structured, bool meta)
     return c;
 }
 
+/* Offsets of the reads sent, by cookie: replies place data chunks with them. */
+static uint64_t read_offset[256];
+
 static void cl_request(const Client *c, uint16_t type, uint16_t flags, uint64_t cookie,
                        uint64_t offset, uint32_t length)
 {
     uint8_t h[28];
+    if (type == NBD_CMD_READ) {
+        read_offset[cookie & 255] = offset;
+    }
     wr32(h, NBD_REQUEST_MAGIC);
     wr16(h + 4, flags);
     wr16(h + 6, type);
@@ -363,6 +370,9 @@ static uint32_t cl_read_reply(const Client *c, uint64_t cookie, void *buf, uint3
         }
         return err;
     }
+    /* Chunks may be data or holes, in any order; together they cover the read once. */
+    uint64_t base = read_offset[cookie & 255];
+    g_autofree uint8_t *covered = g_malloc0(len + 1);
     uint32_t err = 0;
     for (;;) {
         Chunk ch;
@@ -370,17 +380,38 @@ static uint32_t cl_read_reply(const Client *c, uint64_t cookie, void *buf, uint3
         cl_any_reply(c, &ch, &e);
         g_assert_cmphex(ch.cookie, ==, cookie);
         g_assert_cmpuint(ch.type, !=, 0xffff);   /* never a simple reply to a read */
-        if (ch.type == NBD_REPLY_TYPE_OFFSET_DATA) {
+        if (ch.type == NBD_REPLY_TYPE_OFFSET_DATA || ch.type == NBD_REPLY_TYPE_OFFSET_HOLE) {
+            bool hole = ch.type == NBD_REPLY_TYPE_OFFSET_HOLE;
+            if (hole) {
+                g_assert_cmpuint(ch.len, ==, 12);
+            } else {
+                g_assert_cmpuint(ch.len, >, 8);
+            }
             uint64_t off = rd64(ch.payload);
-            g_assert_cmpuint(ch.len - 8, <=, len);
-            memcpy(buf, ch.payload + 8, ch.len - 8);
-            (void)off;
+            uint32_t n = hole ? rd32(ch.payload + 8) : ch.len - 8;
+            g_assert_cmpuint(n, >, 0);
+            g_assert_cmpuint(off, >=, base);
+            g_assert_cmpuint(off - base + n, <=, len);
+            for (uint32_t i = 0; i < n; i++) {
+                g_assert_cmpuint(covered[off - base + i], ==, 0);
+                covered[off - base + i] = 1;
+            }
+            if (hole) {
+                memset((uint8_t *)buf + (off - base), 0, n);
+            } else {
+                memcpy((uint8_t *)buf + (off - base), ch.payload + 8, n);
+            }
         } else if (e) {
             err = e;
         }
         bool done = ch.flags & NBD_REPLY_FLAG_DONE;
         g_free(ch.payload);
         if (done) {
+            if (!err) {
+                for (uint32_t i = 0; i < len; i++) {
+                    g_assert_cmpuint(covered[i], ==, 1);
+                }
+            }
             return err;
         }
     }
@@ -786,6 +817,216 @@ static void test_block_status(void)
     g_assert_cmpuint(cl_reply(&c, 5), ==, NBD_EINVAL);
     cl_close(&c);
     teardown();
+}
+
+/* Reads one chunk of cookie's reply and checks it is exactly (type, flags, offset, length). */
+static void expect_chunk(const Client *c, uint64_t cookie, uint16_t type, uint16_t flags,
+                         uint64_t offset, uint32_t length, const uint8_t *data)
+{
+    Chunk ch;
+    uint32_t err;
+    cl_any_reply(c, &ch, &err);
+    g_assert_cmpuint(err, ==, 0);
+    g_assert_cmphex(ch.cookie, ==, cookie);
+    g_assert_cmpuint(ch.type, ==, type);
+    g_assert_cmphex(ch.flags, ==, flags);
+    g_assert_cmpuint(rd64(ch.payload), ==, offset);
+    if (type == NBD_REPLY_TYPE_OFFSET_HOLE) {
+        g_assert_cmpuint(ch.len, ==, 12);
+        g_assert_cmpuint(rd32(ch.payload + 8), ==, length);
+    } else {
+        g_assert_cmpuint(ch.len, ==, 8 + length);
+        g_assert_cmpmem(ch.payload + 8, length, data, length);
+    }
+    g_free(ch.payload);
+}
+
+#define KiB 1024
+
+/*
+ * Reads over holes: OFFSET_HOLE chunks for the holes, OFFSET_DATA for the
+ * rest, in order, the last one DONE; small reads, DF and simple replies
+ * get plain data.
+ */
+static void test_read_sparse(void)
+{
+    setup();
+    Client c = cl_go("disk", true, false);
+    g_autofree uint8_t *w = g_malloc(64 * KiB), *rd = g_malloc(256 * KiB);
+    g_autofree uint8_t *zero = g_malloc0(64 * KiB);
+    fill(w, 64 * KiB, 9);
+    /* Data at [64K, 128K) and [192K, 196K); the rest of the 4 MiB file is a hole. */
+    cl_request(&c, NBD_CMD_WRITE, 0, 1, 64 * KiB, 64 * KiB);
+    cl_send(c.fd, w, 64 * KiB);
+    g_assert_cmpuint(cl_reply(&c, 1), ==, 0);
+    cl_request(&c, NBD_CMD_WRITE, 0, 2, 192 * KiB, 4 * KiB);
+    cl_send(c.fd, w, 4 * KiB);
+    g_assert_cmpuint(cl_reply(&c, 2), ==, 0);
+
+    g_autofree char *path = g_build_filename(scratch_dir, "disk.img", NULL);
+    int fd = open(path, O_RDONLY);
+    g_assert_cmpint(fd, >=, 0);
+    off_t first_data = lseek(fd, 0, SEEK_DATA);
+    close(fd);
+    if (first_data != 64 * KiB) {
+        cl_close(&c);
+        teardown();
+        g_test_skip("the scratch filesystem does not report holes at 4 KiB granularity");
+        return;
+    }
+
+    cl_request(&c, NBD_CMD_READ, 0, 3, 0, 256 * KiB);
+    expect_chunk(&c, 3, NBD_REPLY_TYPE_OFFSET_HOLE, 0, 0, 64 * KiB, NULL);
+    expect_chunk(&c, 3, NBD_REPLY_TYPE_OFFSET_DATA, 0, 64 * KiB, 64 * KiB, w);
+    expect_chunk(&c, 3, NBD_REPLY_TYPE_OFFSET_HOLE, 0, 128 * KiB, 64 * KiB, NULL);
+    expect_chunk(&c, 3, NBD_REPLY_TYPE_OFFSET_DATA, 0, 192 * KiB, 4 * KiB, w);
+    expect_chunk(&c, 3, NBD_REPLY_TYPE_OFFSET_HOLE, NBD_REPLY_FLAG_DONE, 196 * KiB, 60 * KiB,
+                 NULL);
+    /* All hole: one chunk, nothing read; with DF too (it is one chunk). */
+    cl_request(&c, NBD_CMD_READ, 0, 4, 1024 * KiB, 64 * KiB);
+    expect_chunk(&c, 4, NBD_REPLY_TYPE_OFFSET_HOLE, NBD_REPLY_FLAG_DONE, 1024 * KiB,
+                 64 * KiB, NULL);
+    cl_request(&c, NBD_CMD_READ, NBD_CMD_FLAG_DF, 5, 1024 * KiB, 128 * KiB);
+    expect_chunk(&c, 5, NBD_REPLY_TYPE_OFFSET_HOLE, NBD_REPLY_FLAG_DONE, 1024 * KiB,
+                 128 * KiB, NULL);
+    /* DF over data and holes, and a read below the threshold: one data chunk. */
+    cl_request(&c, NBD_CMD_READ, NBD_CMD_FLAG_DF, 6, 32 * KiB, 64 * KiB);
+    g_autofree uint8_t *want = g_malloc0(64 * KiB);
+    memcpy(want + 32 * KiB, w, 32 * KiB);
+    expect_chunk(&c, 6, NBD_REPLY_TYPE_OFFSET_DATA, NBD_REPLY_FLAG_DONE, 32 * KiB, 64 * KiB,
+                 want);
+    cl_request(&c, NBD_CMD_READ, 0, 7, 0, 60 * KiB);
+    expect_chunk(&c, 7, NBD_REPLY_TYPE_OFFSET_DATA, NBD_REPLY_FLAG_DONE, 0, 60 * KiB, zero);
+    /* All data: one chunk. */
+    cl_request(&c, NBD_CMD_READ, 0, 8, 64 * KiB, 64 * KiB);
+    expect_chunk(&c, 8, NBD_REPLY_TYPE_OFFSET_DATA, NBD_REPLY_FLAG_DONE, 64 * KiB, 64 * KiB, w);
+    /* A hole that fills is read as data at once (holes are never remembered). */
+    cl_request(&c, NBD_CMD_WRITE, 0, 9, 1024 * KiB, 64 * KiB);
+    cl_send(c.fd, w, 64 * KiB);
+    g_assert_cmpuint(cl_reply(&c, 9), ==, 0);
+    cl_request(&c, NBD_CMD_READ, 0, 10, 1024 * KiB, 64 * KiB);
+    expect_chunk(&c, 10, NBD_REPLY_TYPE_OFFSET_DATA, NBD_REPLY_FLAG_DONE, 1024 * KiB, 64 * KiB,
+                 w);
+    /* More runs than chunks allowed: the tail is one data chunk; contents exact. */
+    for (int i = 0; i < 20; i++) {
+        cl_request(&c, NBD_CMD_WRITE, 0, 11, 2048 * KiB + i * 8 * KiB, 4 * KiB);
+        cl_send(c.fd, w, 4 * KiB);
+        g_assert_cmpuint(cl_reply(&c, 11), ==, 0);
+    }
+    cl_request(&c, NBD_CMD_READ, 0, 12, 2048 * KiB, 160 * KiB);
+    g_assert_cmpuint(cl_read_reply(&c, 12, rd, 160 * KiB), ==, 0);
+    for (int i = 0; i < 160; i += 8) {
+        g_assert_cmpmem(rd + i * KiB, 4 * KiB, w, 4 * KiB);
+        g_assert_cmpmem(rd + (i + 4) * KiB, 4 * KiB, zero, 4 * KiB);
+    }
+    cl_close(&c);
+
+    /* Without structured replies: the same range as plain data. */
+    c = cl_go("disk", false, false);
+    cl_request(&c, NBD_CMD_READ, 0, 13, 0, 256 * KiB);
+    g_assert_cmpuint(cl_read_reply(&c, 13, rd, 256 * KiB), ==, 0);
+    g_assert_cmpmem(rd, 64 * KiB, zero, 64 * KiB);
+    g_assert_cmpmem(rd + 64 * KiB, 64 * KiB, w, 64 * KiB);
+    g_assert_cmpmem(rd + 128 * KiB, 64 * KiB, zero, 64 * KiB);
+    g_assert_cmpmem(rd + 192 * KiB, 4 * KiB, w, 4 * KiB);
+    g_assert_cmpmem(rd + 196 * KiB, 60 * KiB, zero, 60 * KiB);
+    cl_close(&c);
+    teardown();
+}
+
+/* Pages of [off, off+len) of path that are in the page cache, or -1 if unknown. */
+static int resident_pages(const char *path, off_t off, size_t len)
+{
+    int fd = open(path, O_RDONLY);
+    g_assert_cmpint(fd, >=, 0);
+    void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, off);
+    close(fd);
+    g_assert_true(p != MAP_FAILED);
+    size_t pages = len / 4096;
+    g_autofree unsigned char *vec = g_malloc(pages);
+    int n = -1;
+    if (mincore(p, len, vec) == 0) {
+        n = 0;
+        for (size_t i = 0; i < pages; i++) {
+            n += vec[i] & 1;
+        }
+    }
+    munmap(p, len);
+    return n;
+}
+
+/* Drops the file's clean pages from the page cache. */
+static void evict(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(fdatasync(fd), ==, 0);
+    g_assert_cmpint(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), ==, 0);
+    close(fd);
+}
+
+/*
+ * CACHE reads the range through the node (for a buffered file, into the
+ * page cache); it is checked like READ and its read errors are its reply.
+ */
+static void test_cache(void)
+{
+    setup();
+    Client c = cl_go("disk", true, false);
+    g_autofree uint8_t *w = g_malloc(1536 * KiB);
+    fill(w, 1536 * KiB, 5);
+    cl_request(&c, NBD_CMD_WRITE, 0, 1, 512 * KiB, 1536 * KiB);
+    cl_send(c.fd, w, 1536 * KiB);
+    g_assert_cmpuint(cl_reply(&c, 1), ==, 0);
+    cl_request(&c, NBD_CMD_FLUSH, 0, 2, 0, 0);
+    g_assert_cmpuint(cl_reply(&c, 2), ==, 0);
+
+    g_autofree char *path = g_build_filename(scratch_dir, "disk.img", NULL);
+    evict(path);
+    if (resident_pages(path, 512 * KiB, 1536 * KiB) != 0) {
+        g_test_message("the page cache kept the pages: residency not checked");
+    } else {
+        /* 1.5 MiB: more than one step of the prefetch. */
+        cl_request(&c, NBD_CMD_CACHE, 0, 3, 512 * KiB, 1536 * KiB);
+        g_assert_cmpuint(cl_reply(&c, 3), ==, 0);
+        g_assert_cmpint(resident_pages(path, 512 * KiB, 1536 * KiB), ==, 1536 / 4);
+    }
+    /* Zero length, unaligned, on a read-only export: fine. */
+    cl_request(&c, NBD_CMD_CACHE, 0, 4, 4096, 0);
+    g_assert_cmpuint(cl_reply(&c, 4), ==, 0);
+    cl_request(&c, NBD_CMD_CACHE, NBD_CMD_FLAG_FUA, 5, 1001, 3001);
+    g_assert_cmpuint(cl_reply(&c, 5), ==, 0);
+    /* Checked like READ. */
+    cl_request(&c, NBD_CMD_CACHE, 0, 6, DISK_SIZE - 512, 1024);
+    g_assert_cmpuint(cl_reply(&c, 6), ==, NBD_EINVAL);
+    cl_request(&c, NBD_CMD_CACHE, 0, 7, UINT64_MAX - 511, 1024);
+    g_assert_cmpuint(cl_reply(&c, 7), ==, NBD_EINVAL);
+    cl_request(&c, NBD_CMD_CACHE, NBD_CMD_FLAG_DF, 8, 0, 4096);
+    g_assert_cmpuint(cl_reply(&c, 8), ==, NBD_EINVAL);
+    cl_close(&c);
+    c = cl_go("ro", false, false);
+    cl_request(&c, NBD_CMD_CACHE, 0, 9, 0, 65536);
+    g_assert_cmpuint(cl_reply(&c, 9), ==, 0);
+    cl_close(&c);
+    teardown();
+
+    /* A read error: EIO, also when it hits a later step; the connection goes on. */
+    BlockDriverState *bs = bdrv_open_string(
+        "{\"driver\": \"blkdebug\", \"node-name\": \"bad\","
+        " \"image\": {\"driver\": \"null-co\", \"size\": 67108864},"
+        " \"inject-error\": [{\"iotype\": \"read\", \"errno\": 5, \"sector\": 4096}]}",
+        &error_abort);
+    add_export("e-bad", "bad", NULL, false, NULL);
+    c = cl_go("bad", true, false);
+    cl_request(&c, NBD_CMD_CACHE, 0, 10, 0, 1024 * KiB);
+    g_assert_cmpuint(cl_reply(&c, 10), ==, 0);
+    cl_request(&c, NBD_CMD_CACHE, 0, 11, 0, 4 * 1024 * KiB);
+    g_assert_cmpuint(cl_reply(&c, 11), ==, NBD_EIO);
+    cl_request(&c, NBD_CMD_CACHE, 0, 12, 4 * 1024 * KiB, 1024 * KiB);
+    g_assert_cmpuint(cl_reply(&c, 12), ==, 0);
+    cl_close(&c);
+    block_export_del_all();
+    bdrv_unref(bs);
 }
 
 /* Every request the server refuses, with the connection still usable after. */
@@ -1314,6 +1555,8 @@ int main(int argc, char **argv)
     g_test_add_func("/nbd/cmd/rw-structured", test_rw_structured);
     g_test_add_func("/nbd/cmd/trim-zeroes-cache", test_trim_zeroes_cache);
     g_test_add_func("/nbd/cmd/block-status", test_block_status);
+    g_test_add_func("/nbd/cmd/read-sparse", test_read_sparse);
+    g_test_add_func("/nbd/cmd/cache", test_cache);
     g_test_add_func("/nbd/errors/simple", test_errors_simple);
     g_test_add_func("/nbd/errors/structured", test_errors_structured);
     g_test_add_func("/nbd/errors/fatal", test_fatal_errors);
