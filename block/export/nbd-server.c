@@ -36,6 +36,7 @@
  */
 #include "export-internal.h"
 #include "block/nbd.h"
+#include "util/unix-socket.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -45,8 +46,6 @@
 #include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #define NBD_MAX_IN_FLIGHT     128
@@ -1700,31 +1699,6 @@ unsigned nbd_server_connection_count(void)
     return server.nr_conns;
 }
 
-static int listen_unix(const char *path, Error **errp)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        error_setg(errp, "UNIX socket path '%s' is too long", path);
-        return -1;
-    }
-    strcpy(sa.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        error_setg_errno(errp, errno, "Cannot create a UNIX socket");
-        return -1;
-    }
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-        unlink(path);            /* a stale socket from an earlier run */
-    }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0) {
-        error_setg_errno(errp, errno, "Cannot listen on '%s'", path);
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 static bool listen_inet(const char *host, const char *port, Error **errp)
 {
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -1779,7 +1753,7 @@ bool nbd_server_start(const NbdServerAddr *addr, unsigned max_connections, Error
             error_setg(errp, "NBD server address needs a path");
             return false;
         }
-        int fd = listen_unix(addr->path, errp);
+        int fd = unix_socket_listen(addr->path, 128, errp);
         if (fd < 0) {
             return false;
         }

@@ -11,12 +11,11 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "qapi/qapi.h"
 #include "storage-daemon.h"
+#include "util/unix-socket.h"
 
 struct SdChardev {
     char *id;
@@ -59,49 +58,6 @@ static bool kv_bool(JsonObject *kv, const char *key, bool def, bool *out, Error 
         return false;
     }
     return true;
-}
-
-/* Binds path; a stale socket file (nobody listening) is replaced, anything else refused. */
-static int listen_unix(const char *path, Error **errp)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        error_setg(errp, "UNIX socket path '%s' is too long", path);
-        return -1;
-    }
-    strcpy(sa.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        error_setg_errno(errp, errno, "Failed to create socket");
-        return -1;
-    }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int err = errno;
-        struct stat st;
-        if (err == EADDRINUSE && stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-            /* A socket file left behind is stale if nobody accepts on it. */
-            int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            bool alive = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-            if (probe >= 0) {
-                close(probe);
-            }
-            if (!alive && unlink(path) == 0 &&
-                bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-                goto bound;
-            }
-        }
-        error_setg_errno(errp, err, "Failed to bind socket to %s", path);
-        close(fd);
-        return -1;
-    }
-bound:
-    if (listen(fd, 16) < 0) {
-        error_setg_errno(errp, errno, "Failed to listen on socket %s", path);
-        close(fd);
-        unlink(path);
-        return -1;
-    }
-    return fd;
 }
 
 SdChardev *sd_chardev_add(const char *spec, Error **errp)
@@ -155,7 +111,7 @@ SdChardev *sd_chardev_add(const char *spec, Error **errp)
         error_setg(errp, "attempt to add duplicate chardev '%s'", id);
         goto out;
     }
-    int fd = listen_unix(path, errp);
+    int fd = unix_socket_listen(path, 16, errp);
     if (fd < 0) {
         goto out;
     }
