@@ -7,9 +7,9 @@
  *
  * usage: io_uring-micro FILE [depth] [seconds] [options...]
  *   options: write direct fixed-files fixed-buffers sqpoll async restrict poll
- *            uring-loop (the context's fd monitor is io_uring)
- *   env: RINGBLK_IO_URING_TASKRUN=defer|plain|coop, RINGBLK_IO_URING_REGRING=1,
- *        RINGBLK_IO_URING_SHARE_RING=1 (with uring-loop: SQEs on the loop's ring)
+ *            uring-loop (the context's fd monitor is io_uring, so the engine
+ *            shares its ring: share-ring=auto)
+ *   env: RINGBLK_IO_URING_TASKRUN=defer|plain|coop, RINGBLK_IO_URING_REGRING=1
  */
 #include <fcntl.h>
 #include <stdio.h>

@@ -395,7 +395,7 @@ static int raw_probe_nowait(BDRVRawState *s, int fd)
 /* Options only io_uring uses (native also takes aio-queue-depth). */
 static const char *const uring_only_options[] = {
     "aio-queue-depth", "fixed-files", "fixed-buffers", "sqpoll", "sq-thread-idle",
-    "sq-thread-cpu", "iopoll", "restrict",
+    "sq-thread-cpu", "iopoll", "restrict", "share-ring",
 };
 
 static bool engine_usable(const RawAioOps *ops)
@@ -625,6 +625,10 @@ static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *
                               !strcmp(rs, "off") ? RAW_AIO_ONOFFAUTO_OFF :
                               RAW_AIO_ONOFFAUTO_AUTO;
         s->cfg.async_punt = raw_want_async_punt(s->nowait);
+        rs = bdrv_opt_str(opts, "share-ring", "auto");
+        s->cfg.share_ring = !strcmp(rs, "on") ? RAW_AIO_ONOFFAUTO_ON :
+                            !strcmp(rs, "off") ? RAW_AIO_ONOFFAUTO_OFF :
+                            RAW_AIO_ONOFFAUTO_AUTO;
     } else if (!strcmp(s->ops->name, "native")) {
         s->cfg.queue_depth = bdrv_opt_int(opts, "aio-queue-depth", 0);
     }

@@ -29,9 +29,10 @@
  * plain fd on a fixed-file-only restricted ring; -EOPNOTSUPP fallbacks)
  * goes to the context's thread pool (raw_aio_do_sync), in FIFO order.
  *
- * Optionally (RINGBLK_IO_URING_SHARE_RING) the engine has no ring: its SQEs
- * ride on the event loop's io_uring fd-monitor ring and come back as
- * foreign CQEs, one io_uring_enter per loop iteration for both.
+ * With share-ring the engine has no ring: its SQEs ride on the event loop's
+ * io_uring fd-monitor ring and come back as foreign CQEs, one io_uring_enter
+ * per loop iteration for both (fewer syscalls, but more CPU per I/O here:
+ * see docs/devel/io_uring.md, so it is not the default).
  */
 #include "config-host.h"
 
@@ -1931,20 +1932,44 @@ static void luring_inject_from_env(LuringEngine *e)
 static void luring_destroy(RawAioEngine *base);
 
 /*
- * Whether to put SQEs on ctx's fd-monitor ring (RINGBLK_IO_URING_SHARE_RING=1,
- * experimental): only when that monitor is io_uring and no option needs a
- * ring of our own (registered files/buffers, SQPOLL, IOPOLL, restrictions).
+ * Whether to put our SQEs on ctx's fd-monitor ring (share-ring): 1 yes,
+ * 0 no, -1 error. on: always, switching the loop to io_uring if need be;
+ * auto: when the loop already runs on io_uring. Options that need a ring
+ * of our own (registered files or buffers, SQPOLL, IOPOLL, restrictions
+ * asked for) rule sharing out: quietly for auto, with an error for on.
  */
-static bool luring_want_shared(AioContext *ctx, const RawAioConfig *cfg)
+static int luring_want_shared(AioContext *ctx, const RawAioConfig *cfg, Error **errp)
 {
-    const char *env = getenv("RINGBLK_IO_URING_SHARE_RING");
-    bool want = luring_share_override >= 0 ? luring_share_override :
-                env && strcmp(env, "0") != 0;
+    const char *own = cfg->fixed_files ? "fixed-files=on" :
+                      cfg->fixed_buffers == RAW_AIO_ONOFFAUTO_ON ? "fixed-buffers=on" :
+                      cfg->sqpoll ? "sqpoll=on" :
+                      cfg->iopoll ? "iopoll=on" :
+                      cfg->restrict_ops == RAW_AIO_ONOFFAUTO_ON ? "restrict=on" : NULL;
+    RawAioOnOffAuto want = cfg->share_ring;
 
-    return want && aio_context_get_fdmon_ring(ctx) &&
-           !cfg->fixed_files && cfg->fixed_buffers != RAW_AIO_ONOFFAUTO_ON &&
-           !cfg->sqpoll && !cfg->iopoll && cfg->restrict_ops != RAW_AIO_ONOFFAUTO_ON &&
-           !cfg->async_punt;
+    if (luring_share_override >= 0) {
+        /* Tests: share wherever the options allow, as before the option existed. */
+        want = luring_share_override && !own ? RAW_AIO_ONOFFAUTO_ON : RAW_AIO_ONOFFAUTO_OFF;
+    }
+    switch (want) {
+    case RAW_AIO_ONOFFAUTO_OFF:
+        return 0;
+    case RAW_AIO_ONOFFAUTO_AUTO:
+        return !own && aio_context_get_fdmon_ring(ctx) != NULL;
+    case RAW_AIO_ONOFFAUTO_ON:
+        break;
+    }
+    if (own) {
+        error_setg(errp, "io_uring: share-ring=on cannot be combined with %s, "
+                   "which needs a ring of the engine's own", own);
+        return -1;
+    }
+    if (!aio_context_get_fdmon_ring(ctx) &&
+        !aio_context_set_fdmon(ctx, AIO_FDMON_IO_URING, errp)) {
+        error_prepend(errp, "io_uring: share-ring=on needs the event loop on io_uring: ");
+        return -1;
+    }
+    return 1;
 }
 
 static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Error **errp)
@@ -1983,7 +2008,12 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
     e->blk_discard_cmd = luring_caps.op_uring_cmd;
 
     e->sq_ring = &e->ring;
-    if (luring_want_shared(ctx, cfg)) {
+    ret = luring_want_shared(ctx, cfg, errp);
+    if (ret < 0) {
+        g_free(e);
+        return NULL;
+    }
+    if (ret) {
         e->shared = true;
         e->sq_ring = aio_context_get_fdmon_ring(ctx);
         e->sq_entries = depth;

@@ -61,7 +61,8 @@ static bool config_equal(const RawAioConfig *a, const RawAioConfig *b)
            a->sq_thread_cpu == b->sq_thread_cpu &&
            a->iopoll == b->iopoll &&
            a->restrict_ops == b->restrict_ops &&
-           a->async_punt == b->async_punt;
+           a->async_punt == b->async_punt &&
+           a->share_ring == b->share_ring;
 }
 
 RawAioEngine *raw_aio_engine_get(const RawAioOps *ops, AioContext *ctx,

@@ -24,7 +24,7 @@
 /* Members copied to the file node when given. */
 static const char *const file_node_keys[] = {
     "aio", "locking", "aio-queue-depth", "fixed-files", "fixed-buffers", "sqpoll",
-    "sq-thread-idle", "sq-thread-cpu", "iopoll", "restrict",
+    "sq-thread-idle", "sq-thread-cpu", "iopoll", "restrict", "share-ring",
 };
 
 /* Members inherited by both nodes (as QEMU's children inherit them). */

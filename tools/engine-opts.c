@@ -9,7 +9,7 @@
 /* BlockdevOptionsFile members that choose or tune the engine. */
 static const char *const engine_keys[] = {
     "aio", "aio-queue-depth", "fixed-files", "fixed-buffers", "sqpoll",
-    "sq-thread-idle", "sq-thread-cpu", "iopoll", "restrict",
+    "sq-thread-idle", "sq-thread-cpu", "iopoll", "restrict", "share-ring",
 };
 
 static bool is_engine_key(const char *key)

@@ -73,8 +73,9 @@ int luring_debug_nop_result(RawAioEngine *e, int *res);
 
 /*
  * Override RINGBLK_IO_URING_TASKRUN ("defer", "plain", "coop"; NULL: the
- * environment) and RINGBLK_IO_URING_SHARE_RING (1/0; -1: the environment)
- * for instances created afterwards, without setenv() in a threaded test.
+ * environment) and the share-ring option (1: share wherever the other
+ * options allow; 0: never; -1: as the option says) for instances created
+ * afterwards, without setenv() in a threaded test.
  */
 void luring_debug_set_taskrun(const char *mode);
 void luring_debug_set_share_ring(int on);

@@ -90,6 +90,7 @@ typedef struct RawAioConfig {
     bool iopoll;
     RawAioOnOffAuto restrict_ops;     /* auto: restrict where the kernel supports it */
     bool async_punt;                  /* IOSQE_ASYNC: file cannot take non-blocking I/O */
+    RawAioOnOffAuto share_ring;       /* io_uring: SQEs on the event loop's ring */
 } RawAioConfig;
 
 typedef struct RawAioEngine RawAioEngine;

@@ -1221,6 +1221,86 @@ static void run_shared(gconstpointer data)
     ctx = saved;
 }
 
+/* Whether an engine made on a new context with cfg shares that context's ring. */
+static bool shares_ring(AioFdMonType loop, const RawAioConfig *cfg, const char **fdmon,
+                        char **errmsg)
+{
+    AioContext *c = aio_context_new(&error_abort);
+    Error *err = NULL;
+    RawAioEngine *e;
+    LuringInfo info = { 0 };
+    bool shared = false;
+
+    if (loop != AIO_FDMON_POLL && !aio_context_set_fdmon(c, loop, &err)) {
+        g_test_skip(error_get_pretty(err));
+        error_free(err);
+        aio_context_unref(c);
+        return false;
+    }
+    e = ops->create(c, cfg, &err);
+    if (e) {
+        luring_get_info(e, &info);
+        shared = info.shared_fdmon_ring;
+        ops->destroy(e);
+    } else if (errmsg) {
+        *errmsg = g_strdup(error_get_pretty(err));
+        error_free(err);
+    }
+    if (fdmon) {
+        *fdmon = aio_context_fdmon_name(c);
+    }
+    aio_context_unref(c);
+    return shared;
+}
+
+/* share-ring=auto (the default): only when the loop already runs on io_uring. */
+static void test_share_ring_auto(void)
+{
+    RawAioConfig cfg = default_cfg();
+    const char *fdmon = NULL;
+
+    g_assert_false(shares_ring(AIO_FDMON_POLL, &cfg, &fdmon, NULL));
+    g_assert_cmpstr(fdmon, ==, "poll");
+    {
+        AioContext *c = aio_context_new(&error_abort);
+        Error *err = NULL;
+        bool ok = aio_context_set_fdmon(c, AIO_FDMON_IO_URING, &err);
+
+        aio_context_unref(c);
+        if (!ok) {
+            g_test_skip(error_get_pretty(err));
+            error_free(err);
+            return;
+        }
+    }
+    g_assert_true(shares_ring(AIO_FDMON_IO_URING, &cfg, &fdmon, NULL));
+    g_assert_cmpstr(fdmon, ==, "io_uring");
+    cfg.fixed_files = true;     /* needs a ring of its own: quietly not shared */
+    g_assert_false(shares_ring(AIO_FDMON_IO_URING, &cfg, NULL, NULL));
+    cfg = default_cfg();
+    cfg.share_ring = RAW_AIO_ONOFFAUTO_OFF;
+    g_assert_false(shares_ring(AIO_FDMON_IO_URING, &cfg, NULL, NULL));
+}
+
+/* share-ring=on moves a poll loop onto io_uring; conflicting options are refused. */
+static void test_share_ring_on(void)
+{
+    RawAioConfig cfg = default_cfg();
+    const char *fdmon = NULL;
+    char *msg = NULL;
+
+    cfg.share_ring = RAW_AIO_ONOFFAUTO_ON;
+    g_assert_true(shares_ring(AIO_FDMON_POLL, &cfg, &fdmon, NULL));
+    g_assert_cmpstr(fdmon, ==, "io_uring");
+
+    cfg.sqpoll = true;
+    g_assert_false(shares_ring(AIO_FDMON_POLL, &cfg, &fdmon, &msg));
+    g_assert_cmpstr(msg, ==, "io_uring: share-ring=on cannot be combined with sqpoll=on, "
+                    "which needs a ring of the engine's own");
+    g_assert_cmpstr(fdmon, ==, "poll");
+    g_free(msg);
+}
+
 /* FUA on the shared ring is one write with RWF_DSYNC. */
 static void test_shared_fua(void)
 {
@@ -1492,6 +1572,8 @@ int main(int argc, char **argv)
     g_test_add_data_func("/io_uring/taskrun/plain/nested-poll", test_nested_poll, run_plain);
     g_test_add_data_func("/io_uring/taskrun/plain/destroy-inflight", test_destroy_inflight,
                          run_plain);
+    g_test_add_func("/io_uring/share-ring/auto", test_share_ring_auto);
+    g_test_add_func("/io_uring/share-ring/on", test_share_ring_on);
     g_test_add_data_func("/io_uring/shared-ring/rw", test_read_write, run_shared);
     g_test_add_data_func("/io_uring/shared-ring/short-read", test_short_read, run_shared);
     g_test_add_data_func("/io_uring/shared-ring/eagain", test_eagain, run_shared);

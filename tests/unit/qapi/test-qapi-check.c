@@ -16,7 +16,7 @@
     "\"detect-zeroes\":\"off\",\"aio\":\"auto\",\"locking\":\"auto\","       \
     "\"aio-queue-depth\":0,\"fixed-files\":false,\"fixed-buffers\":\"auto\","  \
     "\"sqpoll\":false,\"sq-thread-idle\":1000,\"sq-thread-cpu\":-1,"           \
-    "\"iopoll\":false,\"restrict\":\"auto\""
+    "\"iopoll\":false,\"restrict\":\"auto\",\"share-ring\":\"auto\""
 
 #define BASE_DEFAULTS                                                          \
     "\"discard\":\"ignore\","                                                  \
@@ -86,7 +86,7 @@ static void test_check_keyval_convert(void)
              "\"sqpoll\":true,\"iopoll\":false,\"fixed-files\":true,\"locking\":\"off\","
              "\"read-only\":true,\"discard\":\"unmap\",\"node-name\":\"n0\","
              "\"auto-read-only\":false,\"force-share\":false,\"detect-zeroes\":\"off\","
-             "\"fixed-buffers\":\"auto\",\"restrict\":\"auto\"}");
+             "\"fixed-buffers\":\"auto\",\"restrict\":\"auto\",\"share-ring\":\"auto\"}");
 }
 
 static void test_check_bool_spellings(void)
@@ -215,7 +215,7 @@ static void test_check_ints(void)
              "\"read-only\":false,\"auto-read-only\":false,\"force-share\":false,"
              "\"detect-zeroes\":\"off\",\"aio\":\"auto\",\"locking\":\"auto\","
              "\"fixed-files\":false,\"fixed-buffers\":\"auto\",\"sqpoll\":false,"
-             "\"sq-thread-idle\":1000,\"iopoll\":false,\"restrict\":\"auto\"}");
+             "\"sq-thread-idle\":1000,\"iopoll\":false,\"restrict\":\"auto\",\"share-ring\":\"auto\"}");
 }
 
 static void test_check_enums(void)
@@ -312,7 +312,7 @@ static void test_check_union_raw(void)
              "\"auto-read-only\":false,\"force-share\":false,\"detect-zeroes\":\"off\","
              "\"locking\":\"auto\",\"aio-queue-depth\":0,\"fixed-files\":false,"
              "\"fixed-buffers\":\"auto\",\"sqpoll\":false,\"sq-thread-idle\":1000,"
-             "\"sq-thread-cpu\":-1,\"iopoll\":false,\"restrict\":\"auto\"},"
+             "\"sq-thread-cpu\":-1,\"iopoll\":false,\"restrict\":\"auto\",\"share-ring\":\"auto\"},"
              BASE_DEFAULTS ",\"offset\":0}");
     check_fail("BlockdevOptions", "driver=raw,file.driver=file,file.filename=x,file.aio=x",
                "Parameter 'file.aio' does not accept value 'x'\n"

@@ -10,7 +10,7 @@
 #define FILE_TAIL                                                              \
     "\"locking\":\"auto\",\"aio-queue-depth\":0,\"fixed-files\":false,"        \
     "\"fixed-buffers\":\"auto\",\"sqpoll\":false,\"sq-thread-idle\":1000,"     \
-    "\"sq-thread-cpu\":-1,\"iopoll\":false,\"restrict\":\"auto\""
+    "\"sq-thread-cpu\":-1,\"iopoll\":false,\"restrict\":\"auto\",\"share-ring\":\"auto\""
 
 static JsonObject *drive(const char *text, Error **errp)
 {
@@ -100,7 +100,7 @@ static void test_drive_options(void)
                 "\"cache\":{\"direct\":true,\"no-flush\":false,\"writeback\":true},"
                 BASE_TAIL ",\"detect-zeroes\":\"off\",\"fixed-files\":false,"
                 "\"fixed-buffers\":\"auto\",\"sq-thread-idle\":1000,\"sq-thread-cpu\":-1,"
-                "\"iopoll\":false,\"restrict\":\"auto\"},"
+                "\"iopoll\":false,\"restrict\":\"auto\",\"share-ring\":\"auto\"},"
                 BASE_TAIL ",\"offset\":0}");
     /* JSON input with typed values works the same. */
     check_drive("{\"file\":\"disk.img\",\"cache\":\"none\",\"read-only\":true}",
