@@ -1137,6 +1137,8 @@ static void luring_run_task_work(LuringEngine *e)
     luring_get_events(e);
 }
 
+static inline bool luring_has_work(LuringEngine *e);
+
 /* Reaps every CQE, running callbacks; then refills from the FIFO and submits once. */
 static void luring_reap(LuringEngine *e)
 {
@@ -1152,6 +1154,15 @@ static void luring_reap(LuringEngine *e)
 
         /* Consume first: the callback may nest aio_poll and reap again. */
         io_uring_cqe_seen(&e->ring, cqe);
+        if (io_uring_cq_ready(&e->ring)) {
+            /*
+             * More CQEs wait, and the eventfd signal that announced them is
+             * consumed: a callback nesting a blocking aio_poll() until one
+             * of them completes would sleep forever. The submit BH reaps
+             * them there; cancelled below when the batch did not need it.
+             */
+            luring_schedule_submit(e);
+        }
         luring_handle_cqe(e, ud, res);
     }
     luring_refill(e);
@@ -1164,6 +1175,11 @@ static void luring_reap(LuringEngine *e)
             aio_bh_cancel(e->submit_bh);
         }
         luring_flush(e);
+    } else if (!e->reaping && e->submit_bh_pending && !luring_staged(e) &&
+               !luring_has_work(e)) {
+        /* Nothing to submit and nothing to reap: the BH would find no work. */
+        e->submit_bh_pending = false;
+        aio_bh_cancel(e->submit_bh);
     }
     if (e->iopoll && !e->sqpoll && e->inflight) {
         aio_bh_schedule(e->iopoll_bh);

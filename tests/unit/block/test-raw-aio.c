@@ -702,10 +702,12 @@ static void test_nested_poll(Fixture *f)
     NestedReq first;
     TestReq others[N];
 
-    if (strcmp(f->ec->engine, "io_uring") == 0 && !g_getenv("RINGBLK_TEST_IO_URING_NESTED")) {
-        /* Reported to the io_uring engine; set the variable to reproduce. */
-        g_test_skip("known hang: an io_uring callback nesting aio_poll never sees "
-                    "the later completions");
+    if (strcmp(f->ec->engine, "io_uring") == 0 &&
+        g_strcmp0(g_getenv("RINGBLK_IO_URING_SHARE_RING"), "1") == 0 &&
+        !g_getenv("RINGBLK_TEST_IO_URING_NESTED")) {
+        /* Own rings: fixed. The shared fd-monitor ring still hangs here. */
+        g_test_skip("known hang with RINGBLK_IO_URING_SHARE_RING=1: a callback nesting "
+                    "aio_poll never sees the later completions");
         free(buf);
         return;
     }
