@@ -838,6 +838,83 @@ static void test_sqpoll(void)
     close(fd);
 }
 
+/* ---- Busy polling -------------------------------------------------------------------- */
+
+/* read-family syscalls of this process so far (/proc/self/io "syscr"). */
+static uint64_t read_syscalls(void)
+{
+    g_autofree char *io = NULL;
+    const char *p;
+
+    g_assert_true(g_file_get_contents("/proc/self/io", &io, NULL, NULL));
+    p = strstr(io, "syscr: ");
+    g_assert_nonnull(p);
+    return g_ascii_strtoull(p + 7, NULL, 10);
+}
+
+/* Reads n blocks with O_DIRECT one at a time; returns the read syscalls it took. */
+static uint64_t direct_reads(RawAioEngine *e, int fd, uint8_t *buf, int n)
+{
+    /* Reading /proc/self/io costs reads itself, after the value it shows. */
+    uint64_t first = read_syscalls();
+    uint64_t own = read_syscalls() - first;
+    uint64_t before = read_syscalls();
+    TestReq t;
+
+    for (int i = 0; i < n; i++) {
+        prep(&t, RAW_AIO_READ, fd, -1, (uint64_t)(i % 64) * 4096, buf, 4096);
+        g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+        wait_for(&t);
+        g_assert_cmpint(t.ret, ==, 0);
+    }
+    return read_syscalls() - before - own;
+}
+
+/*
+ * With adaptive busy polling on, the loop finds completions through the
+ * engine's poll function (a look at the CQ and the task-work flag), never
+ * sleeping on or reading the eventfd. Counted with /proc/self/io: without
+ * polling the same reads cost eventfd reads, with a window grown past any
+ * wait they cost none. O_DIRECT, so completions are asynchronous.
+ */
+static void test_busy_poll(void)
+{
+    const int64_t max_ns = 60 * G_GINT64_CONSTANT(1000000000);
+    AioContext *saved = ctx;
+    RawAioConfig cfg = default_cfg();
+    int fd = make_file("busypoll", O_DIRECT, FILE_SIZE);
+    uint8_t *buf = NULL;
+    RawAioEngine *e;
+    uint64_t plain, polled;
+    int warm;
+
+    g_assert_cmpint(posix_memalign((void **)&buf, 4096, 4096), ==, 0);
+    ctx = aio_context_new(&error_abort);
+    e = create_engine(&cfg);
+    plain = direct_reads(e, fd, buf, 32);
+    check_pattern(buf, 31 * 4096, 4096);
+    g_assert_cmpuint(plain, >, 0);          /* the eventfd path is what we count */
+
+    /*
+     * Grow the window (x10^6: 4 us, then 4 s, which then holds: every
+     * wait is shorter). Shrinking needs a wait longer than 60 s.
+     */
+    g_assert_true(aio_context_set_poll_params(ctx, max_ns, 1000000, 1, &error_abort));
+    for (warm = 0; warm < 1000 && aio_context_poll_ns(ctx) < 1000000000; warm++) {
+        direct_reads(e, fd, buf, 1);
+    }
+    g_assert_cmpint(aio_context_poll_ns(ctx), >=, 1000000000);
+    polled = direct_reads(e, fd, buf, 32);
+    check_pattern(buf, 31 * 4096, 4096);
+    g_assert_cmpuint(polled, ==, 0);
+
+    ops->destroy(e);
+    aio_context_unref(ctx);
+    ctx = saved;
+    free(buf);
+    close(fd);
+}
+
 /* ---- SQPOLL thread CPU after the idle time ------------------------------------------ */
 
 /* The tids of this process's SQPOLL threads (comm "iou-sqp-<pid>"). */
@@ -1557,6 +1634,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/sqpoll-wakeup", test_sqpoll);
     g_test_add_func("/io_uring/sqpoll-full-ring", test_sqpoll_full_ring);
     g_test_add_func("/io_uring/sqpoll-idle-cpu", test_sqpoll_idle_cpu);
+    g_test_add_func("/io_uring/busy-poll", test_busy_poll);
     g_test_add_func("/io_uring/iopoll-refused", test_iopoll_refused);
     g_test_add_func("/io_uring/restrict", test_restrict);
     g_test_add_func("/io_uring/destroy-inflight", test_destroy_inflight);
