@@ -320,6 +320,14 @@ static void test_eof_zero_fill(void)
 
 #define OVF_REQS 4096
 
+static int *flush_counter, flush_saw;
+
+static void flush_seen_cb(void *opaque, int ret)
+{
+    flush_saw = *flush_counter;
+    test_req_cb(opaque, ret);
+}
+
 /* 4096 reads through a 16-entry ring, then a flush: all complete, in order of FIFO. */
 static void test_overflow(void)
 {
@@ -340,8 +348,16 @@ static void test_overflow(void)
     }
     prep(&t[OVF_REQS], RAW_AIO_FLUSH, fd, -1, 0, NULL, 0);
     t[OVF_REQS].counter = &count;
+    t[OVF_REQS].req.cb = flush_seen_cb;
+    flush_counter = &count;
+    flush_saw = -1;
     g_assert_cmpint(raw_aio_submit(e, &t[OVF_REQS].req), ==, 0);
     wait_count(&count, OVF_REQS + 1);
+    /*
+     * The flush overtook nothing: it left the FIFO after every read, so at
+     * most 15 reads (the rest of the ring) were still in flight beside it.
+     */
+    g_assert_cmpint(flush_saw, >=, OVF_REQS - 15);
     for (int i = 0; i <= OVF_REQS; i++) {
         g_assert_true(t[i].done);
         g_assert_cmpint(t[i].ret, ==, 0);
