@@ -27,6 +27,7 @@
 #include <glib.h>
 
 #include "block/aio.h"
+#include "block/block.h"
 #include "block/io_uring.h"
 #include "block/raw-aio.h"
 
@@ -1611,6 +1612,74 @@ static void test_seccomp(void)
 #endif
 }
 
+/*
+ * The same filter, through the block layer: aio=auto falls back (threads
+ * buffered, native with O_DIRECT) and I/O works; explicit aio=io_uring
+ * fails at open with the cause.
+ */
+static void seccomp_auto_child(void)
+{
+    char path[] = "/var/tmp/ringblk-test-io-uring-seccomp-XXXXXX";
+    static const char *const modes[] = { "aio=auto", "aio=auto,cache.direct=on",
+                                         "aio=io_uring" };
+    uint8_t *buf = NULL;
+    int fd = mkstemp(path);
+
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(ftruncate(fd, 65536), ==, 0);
+    close(fd);
+    g_assert_cmpint(posix_memalign((void **)&buf, 4096, 4096), ==, 0);
+    install_seccomp_filter();
+    for (size_t i = 0; i < G_N_ELEMENTS(modes); i++) {
+        g_autofree char *opts = g_strdup_printf("driver=file,filename=%s,%s", path, modes[i]);
+        Error *err = NULL;
+        BlockDriverState *bs = bdrv_open_string(opts, &err);
+        BlockNodeInfo info;
+
+        if (!bs) {
+            fprintf(stderr, "%s: %s\n", modes[i], error_get_pretty(err));
+            error_free(err);
+            continue;
+        }
+        bdrv_query_node_info(bs, &info);
+        memset(buf, 0x6b, 4096);
+        g_assert_cmpint(bdrv_pwrite(bs, 8192, 4096, buf, 0), ==, 0);
+        memset(buf, 0, 4096);
+        g_assert_cmpint(bdrv_pread(bs, 8192, 4096, buf, 0), ==, 0);
+        g_assert_cmpuint(buf[0], ==, 0x6b);
+        g_assert_cmpuint(buf[4095], ==, 0x6b);
+        fprintf(stderr, "%s: %s\n", modes[i], info.aio);
+        bdrv_node_info_clear(&info);
+        bdrv_unref(bs);
+    }
+    unlink(path);
+    free(buf);
+    exit(0);
+}
+
+static void test_seccomp_auto(void)
+{
+#if defined(__x86_64__)
+    if (g_test_subprocess()) {
+        seccomp_auto_child();
+        return;
+    }
+    const RawAioOps *native = raw_aio_ops_by_name("native");
+    g_autofree char *want = g_strdup_printf(
+        "aio=auto: threads\n"
+        "aio=auto,cache.direct=on: %s\n"
+        "aio=io_uring: io_uring is unavailable: io_uring_setup is blocked, e.g. by a "
+        "seccomp filter such as Docker's default profile (Operation not permitted)\n",
+        native && native->available(NULL) ? "native" : "threads");
+
+    g_test_trap_subprocess(NULL, 0, 0);
+    g_test_trap_assert_passed();
+    g_test_trap_assert_stderr(want);
+#else
+    g_test_skip("seccomp filter written for x86_64");
+#endif
+}
+
 int main(int argc, char **argv)
 {
     Error *err = NULL;
@@ -1631,6 +1700,7 @@ int main(int argc, char **argv)
 
     g_test_add_func("/io_uring/available/env", test_disable_env);
     g_test_add_func("/io_uring/available/seccomp", test_seccomp);
+    g_test_add_func("/io_uring/available/seccomp-auto", test_seccomp_auto);
     g_test_add_func("/io_uring/rw", test_read_write);
     g_test_add_func("/io_uring/short-read", test_short_read);
     g_test_add_func("/io_uring/short-write", test_short_write);
