@@ -1204,6 +1204,23 @@ static void test_restrict(void)
         ops->destroy(e);
     }
 
+    /* The default (auto) restricts where the kernel can (R_DISABLED: Linux 5.10). */
+    {
+        struct utsname u;
+        unsigned maj = 0, min = 0;
+
+        cfg.restrict_ops = RAW_AIO_ONOFFAUTO_AUTO;
+        cfg.fixed_files = false;
+        e = create_engine(&cfg);
+        luring_get_info(e, &info);
+        g_assert_cmpint(uname(&u), ==, 0);
+        sscanf(u.release, "%u.%u", &maj, &min);
+        if (maj > 5 || (maj == 5 && min >= 10)) {
+            g_assert_true(info.restricted);
+        }
+        ops->destroy(e);
+    }
+
     cfg.restrict_ops = RAW_AIO_ONOFFAUTO_OFF;
     cfg.fixed_files = false;
     e = create_engine(&cfg);
