@@ -648,6 +648,86 @@ static void test_discard_zeroes(void)
     close(fd);
 }
 
+/*
+ * Block devices (a loop device; root only): discard goes on the ring as
+ * BLOCK_URING_CMD_DISCARD where the kernel has it (6.12), else to the
+ * thread pool (BLKDISCARD); write zeroes as FALLOCATE ZERO_RANGE|KEEP_SIZE.
+ */
+static void test_blkdev_discard_zeroes(void)
+{
+    g_autofree char *backing = g_build_filename(scratch_dir, "loop-backing", NULL);
+    char *argv[] = { (char *)"losetup", (char *)"-f", (char *)"--show", backing, NULL };
+    char *detach[] = { (char *)"losetup", (char *)"-d", NULL, NULL };
+    g_autofree char *dev = NULL;
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    uint8_t *buf = NULL;
+    LuringStats st;
+    int status = -1, fd;
+    TestReq t;
+
+    fd = open(backing, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(ftruncate(fd, 4 << 20), ==, 0);
+    close(fd);
+    if (geteuid() != 0 ||
+        !g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDERR_TO_DEV_NULL,
+                      NULL, NULL, &dev, NULL, &status, NULL) ||
+        !g_spawn_check_wait_status(status, NULL) || !dev || !g_str_has_prefix(dev, "/dev/")) {
+        g_test_skip("needs root and a free loop device");
+        unlink(backing);
+        return;
+    }
+    g_strstrip(dev);
+    fd = open(dev, O_RDWR | O_DIRECT | O_CLOEXEC);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(posix_memalign((void **)&buf, 4096, 65536), ==, 0);
+    e = create_engine(&cfg);
+
+    memset(buf, 0xe7, 65536);
+    prep(&t, RAW_AIO_WRITE, fd, -1, 0, buf, 65536);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+
+    prep(&t, RAW_AIO_DISCARD, fd, -1, 0, NULL, 16384);
+    t.req.flags = RAW_AIO_BLKDEV;
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    prep(&t, RAW_AIO_WRITE_ZEROES, fd, -1, 32768, NULL, 8192);
+    t.req.flags = RAW_AIO_BLKDEV;
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    luring_get_stats(e, &st);
+    /* Linux 6.12+ takes both on the ring; older kernels send discard to a worker. */
+    {
+        struct utsname u;
+        unsigned maj = 0, min = 0;
+
+        g_assert_cmpint(uname(&u), ==, 0);
+        sscanf(u.release, "%u.%u", &maj, &min);
+        g_assert_cmpuint(st.sync_ops, ==, maj > 6 || (maj == 6 && min >= 12) ? 0 : 1);
+    }
+
+    prep(&t, RAW_AIO_READ, fd, -1, 0, buf, 65536);
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    for (int i = 0; i < 65536; i++) {
+        /* A loop device's discard punches the backing file: reads as zeroes. */
+        bool zero = i < 16384 || (i >= 32768 && i < 40960);
+        g_assert_cmpuint(buf[i], ==, zero ? 0 : 0xe7);
+    }
+    ops->destroy(e);
+    close(fd);
+    free(buf);
+    detach[2] = dev;
+    g_spawn_sync(NULL, detach, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, NULL, NULL);
+    unlink(backing);
+}
+
 /* ---- Options ----------------------------------------------------------------------- */
 
 static void test_fixed_files(void)
@@ -1731,6 +1811,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/completion-burst", test_completion_burst);
     g_test_add_func("/io_uring/fua", test_fua);
     g_test_add_func("/io_uring/discard-zeroes", test_discard_zeroes);
+    g_test_add_func("/io_uring/blkdev-discard-zeroes", test_blkdev_discard_zeroes);
     g_test_add_func("/io_uring/fixed-files", test_fixed_files);
     g_test_add_func("/io_uring/fixed-buffers", test_fixed_buffers);
     g_test_add_func("/io_uring/memlock", test_memlock);
