@@ -264,8 +264,13 @@ static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerReadyList *ready,
     struct io_uring_cqe *cqe;
     int ret, n = 0;
 
-    if (ctx->fdmon_uring.foreign_count == ctx->fdmon_uring.foreign_cap) {
-        timeout_ns = 0;   /* dispatch what we hold before taking more */
+    if (ctx->fdmon_uring.foreign_count) {
+        /*
+         * Foreign CQEs taken from the ring wait for dispatch: never sleep on
+         * them. A callback of one that nests aio_poll() until a later one
+         * completes would otherwise wait for a CQE already consumed.
+         */
+        timeout_ns = 0;
     }
     if (timeout_ns == 0 || io_uring_cq_ready(ring)) {
         /*

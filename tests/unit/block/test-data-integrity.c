@@ -60,6 +60,9 @@ static const IntegrityCase integrity_cases[] = {
     { "io_uring-all",          "io_uring", true,  false, "aio-queue-depth=16,fixed-files=on,"
                                                         "fixed-buffers=on,restrict=on,sqpoll=on,"
                                                         "sq-thread-idle=10" },
+    /* on the event loop's own ring (the loop switches to io_uring) */
+    { "io_uring-shared",       "io_uring", false, false, "share-ring=on" },
+    { "io_uring-shared-direct", "io_uring", true, false, "share-ring=on" },
     { "auto",                  "auto",     false, false, "" },
     { "auto-direct",           "auto",     true,  false, "" },
 };

@@ -75,6 +75,9 @@ static const EngineCase engine_cases[] = {
     { "io_uring-share-ring-direct", "io_uring", true, false, false, { .sq_thread_cpu = -1,
                         .fixed_buffers = RAW_AIO_ONOFFAUTO_OFF, .restrict_ops = RAW_AIO_ONOFFAUTO_OFF,
                         .share_ring = RAW_AIO_ONOFFAUTO_ON } },
+    { "io_uring-share-ring-tmpfs", "io_uring", false, false, true, { .sq_thread_cpu = -1,
+                        .fixed_buffers = RAW_AIO_ONOFFAUTO_OFF, .restrict_ops = RAW_AIO_ONOFFAUTO_OFF,
+                        .share_ring = RAW_AIO_ONOFFAUTO_ON } },
 };
 
 #define ALIGN 4096
@@ -713,15 +716,6 @@ static void test_nested_poll(Fixture *f)
     NestedReq first;
     TestReq others[N];
 
-    if (strcmp(f->ec->engine, "io_uring") == 0 &&
-        f->ec->cfg.share_ring == RAW_AIO_ONOFFAUTO_ON &&
-        !g_getenv("RINGBLK_TEST_IO_URING_NESTED")) {
-        /* Own rings: fixed. The shared fd-monitor ring still hangs here. */
-        g_test_skip("known hang with share-ring=on: a callback nesting aio_poll never "
-                    "sees the later completions (RINGBLK_TEST_IO_URING_NESTED=1 runs it)");
-        free(buf);
-        return;
-    }
     prefill(f, 0, N * 4096, 31);
     test_req_init(f, &first.t, RAW_AIO_READ, 0, buf, 4096);
     first.t.req.cb = nested_cb;
