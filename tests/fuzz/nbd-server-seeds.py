@@ -57,6 +57,11 @@ seeds = {
     req(BSTATUS, 4096, 4096, REQ_ONE, cookie=3) + req(TRIM, 0, 65536, FUA, cookie=4) +
     req(ZEROES, 65536, 65536, NO_HOLE, cookie=5) + req(ZEROES, 0, 4096, FAST_ZERO, cookie=6) +
     req(CACHE, 0, 4096, cookie=7) + req(DISC),
+    "sparse-read-cache": flags() + opt(OPT_STRUCTURED) + opt(OPT_GO, info("")) +
+    req(READ, 0, 65536) + req(READ, 65536, 131072, DF, cookie=2) +
+    req(WRITE, 4096, 4096, cookie=3) + req(READ, 0, 262144, cookie=4) +
+    req(CACHE, 0, 1048576, cookie=5) + req(CACHE, 1048576 - 512, 1024, cookie=6) +
+    req(CACHE, 0, 0, cookie=7) + req(DISC),
     "options": flags() + opt(OPT_LIST) + opt(OPT_INFO, info("ro", (3,))) +
     opt(OPT_INFO, info("nosuch")) + opt(OPT_STARTTLS) + opt(99, b"xyz") +
     opt(OPT_LIST_META, meta("", [])) + opt(OPT_STRUCTURED) +
