@@ -900,6 +900,15 @@ static void test_read_sparse(void)
     /* All data: one chunk. */
     cl_request(&c, NBD_CMD_READ, 0, 8, 64 * KiB, 64 * KiB);
     expect_chunk(&c, 8, NBD_REPLY_TYPE_OFFSET_DATA, NBD_REPLY_FLAG_DONE, 64 * KiB, 64 * KiB, w);
+    /* Data the connection remembers that becomes zeroes (maybe a hole) reads as zeroes. */
+    cl_request(&c, NBD_CMD_WRITE_ZEROES, 0, 81, 64 * KiB, 64 * KiB);
+    g_assert_cmpuint(cl_reply(&c, 81), ==, 0);
+    cl_request(&c, NBD_CMD_READ, 0, 82, 64 * KiB, 64 * KiB);
+    g_assert_cmpuint(cl_read_reply(&c, 82, rd, 64 * KiB), ==, 0);
+    g_assert_cmpmem(rd, 64 * KiB, zero, 64 * KiB);
+    cl_request(&c, NBD_CMD_WRITE, 0, 83, 64 * KiB, 64 * KiB);
+    cl_send(c.fd, w, 64 * KiB);
+    g_assert_cmpuint(cl_reply(&c, 83), ==, 0);
     /* A hole that fills is read as data at once (holes are never remembered). */
     cl_request(&c, NBD_CMD_WRITE, 0, 9, 1024 * KiB, 64 * KiB);
     cl_send(c.fd, w, 64 * KiB);
