@@ -556,19 +556,19 @@ static bool raw_check_sq_options(JsonObject *given, JsonObject *opts, const char
     return true;
 }
 
-static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *opts,
-                             Error **errp)
+/*
+ * io_uring options with another explicit engine, SQPOLL tuning without
+ * SQPOLL: checked before the file is opened, so that such an error is the
+ * one reported (not, say, a lock held by another process).
+ */
+static int raw_check_engine_options(BlockDriverState *bs, JsonObject *opts, Error **errp)
 {
     const char *aio = bdrv_opt_str(opts, "aio", "auto");
     JsonObject *given = bs->explicit_opts;
-    bool direct = s->open_flags & O_DIRECT;
-    s->aio_requested = !strcmp(aio, "threads") ? "threads" :
-                       !strcmp(aio, "native") ? "native" :
-                       !strcmp(aio, "io_uring") ? "io_uring" : "auto";
 
-    if (strcmp(s->aio_requested, "auto") && strcmp(s->aio_requested, "io_uring")) {
+    if (strcmp(aio, "auto") && strcmp(aio, "io_uring")) {
         for (size_t i = 0; i < G_N_ELEMENTS(uring_only_options); i++) {
-            bool native_depth = !strcmp(s->aio_requested, "native") &&
+            bool native_depth = !strcmp(aio, "native") &&
                                 !strcmp(uring_only_options[i], "aio-queue-depth");
             if (!native_depth && uring_option_chosen(given, opts, uring_only_options[i])) {
                 error_setg(errp, "Parameter '%s%s' requires aio=io_uring",
@@ -580,6 +580,17 @@ static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *
     if (!raw_check_sq_options(given, opts, bs->opt_prefix ? bs->opt_prefix : "", errp)) {
         return -EINVAL;
     }
+    return 0;
+}
+
+static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *opts,
+                             Error **errp)
+{
+    const char *aio = bdrv_opt_str(opts, "aio", "auto");
+    bool direct = s->open_flags & O_DIRECT;
+    s->aio_requested = !strcmp(aio, "threads") ? "threads" :
+                       !strcmp(aio, "native") ? "native" :
+                       !strcmp(aio, "io_uring") ? "io_uring" : "auto";
 
     if (!strcmp(s->aio_requested, "auto")) {
         s->ops = raw_auto_engine(direct, s->nowait);
@@ -716,6 +727,10 @@ static int raw_open_common(BlockDriverState *bs, JsonObject *opts, bool host_dev
     }
     s->use_lock = strcmp(locking, "off") != 0;
     s->locking_on = !strcmp(locking, "on");
+    ret = raw_check_engine_options(bs, opts, errp);
+    if (ret < 0) {
+        goto fail;
+    }
 
     s->fd = raw_open_fd(filename, bs->read_only, bs->cache_direct, &s->open_flags, errp);
     if (s->fd < 0 && !bs->read_only && bdrv_opt_bool(opts, "auto-read-only", false) &&

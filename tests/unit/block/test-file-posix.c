@@ -305,6 +305,12 @@ static void test_aio_option_errors(void)
     }
     expect_open_error("driver=file,filename=%s,aio=threads,fixed-files=on", path,
                       "Parameter 'fixed-files' requires aio=io_uring");
+    /* Checked before the file is opened: the option error wins over a missing file. */
+    g_autofree char *missing = g_strdup_printf("%s.missing", path);
+    expect_open_error("driver=file,filename=%s,aio=threads,fixed-files=on", missing,
+                      "Parameter 'fixed-files' requires aio=io_uring");
+    expect_open_error("driver=file,filename=%s,aio=io_uring,sq-thread-idle=5", missing,
+                      "Parameter 'sq-thread-idle' requires sqpoll=on");
     expect_open_error("driver=file,filename=%s,aio=threads,sqpoll=on", path,
                       "Parameter 'sqpoll' requires aio=io_uring");
     expect_open_error("driver=file,filename=%s,aio=threads,sq-thread-idle=5", path,
