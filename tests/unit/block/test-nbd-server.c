@@ -431,6 +431,15 @@ static uint32_t cl_reply(const Client *c, uint64_t cookie)
     return err;
 }
 
+/* A write of len bytes of buf at offset; returns the NBD error. */
+static uint32_t cl_write(const Client *c, uint64_t cookie, uint64_t offset, const void *buf,
+                         uint32_t len)
+{
+    cl_request(c, NBD_CMD_WRITE, 0, cookie, offset, len);
+    cl_send(c->fd, buf, len);
+    return cl_reply(c, cookie);
+}
+
 static void cl_close(Client *c)
 {
     unsigned n = nbd_server_connection_count();
@@ -697,9 +706,7 @@ static void rw_cycle(bool structured)
     g_autofree uint8_t *w = g_malloc(65536), *rd = g_malloc(65536);
     fill(w, 65536, structured);
     /* Write (with and without FUA), flush, read back; an unaligned piece too. */
-    cl_request(&c, NBD_CMD_WRITE, 0, 1, 8192, 65536);
-    cl_send(c.fd, w, 65536);
-    g_assert_cmpuint(cl_reply(&c, 1), ==, 0);
+    g_assert_cmpuint(cl_write(&c, 1, 8192, w, 65536), ==, 0);
     cl_request(&c, NBD_CMD_WRITE, NBD_CMD_FLAG_FUA, 2, 100001, 777);
     cl_send(c.fd, w, 777);
     g_assert_cmpuint(cl_reply(&c, 2), ==, 0);
@@ -737,9 +744,7 @@ static void test_trim_zeroes_cache(void)
     Client c = cl_go("disk", true, true);
     g_autofree uint8_t *w = g_malloc(65536), *rd = g_malloc(65536);
     memset(w, 0xab, 65536);
-    cl_request(&c, NBD_CMD_WRITE, 0, 1, 0, 65536);
-    cl_send(c.fd, w, 65536);
-    g_assert_cmpuint(cl_reply(&c, 1), ==, 0);
+    g_assert_cmpuint(cl_write(&c, 1, 0, w, 65536), ==, 0);
     /* WRITE_ZEROES over the middle (NO_HOLE: written, not punched). */
     cl_request(&c, NBD_CMD_WRITE_ZEROES, NBD_CMD_FLAG_NO_HOLE, 2, 4096, 8192);
     g_assert_cmpuint(cl_reply(&c, 2), ==, 0);
@@ -773,9 +778,7 @@ static void test_block_status(void)
     /* Data in the first 64 KiB, the rest a hole (sparse file). */
     g_autofree uint8_t *w = g_malloc(65536);
     memset(w, 1, 65536);
-    cl_request(&c, NBD_CMD_WRITE, 0, 1, 0, 65536);
-    cl_send(c.fd, w, 65536);
-    g_assert_cmpuint(cl_reply(&c, 1), ==, 0);
+    g_assert_cmpuint(cl_write(&c, 1, 0, w, 65536), ==, 0);
     for (int one = 0; one < 2; one++) {
         cl_request(&c, NBD_CMD_BLOCK_STATUS, one ? NBD_CMD_FLAG_REQ_ONE : 0, 2, 0, DISK_SIZE);
         Chunk ch;
@@ -856,12 +859,8 @@ static void test_read_sparse(void)
     g_autofree uint8_t *zero = g_malloc0(64 * KiB);
     fill(w, 64 * KiB, 9);
     /* Data at [64K, 128K) and [192K, 196K); the rest of the 4 MiB file is a hole. */
-    cl_request(&c, NBD_CMD_WRITE, 0, 1, 64 * KiB, 64 * KiB);
-    cl_send(c.fd, w, 64 * KiB);
-    g_assert_cmpuint(cl_reply(&c, 1), ==, 0);
-    cl_request(&c, NBD_CMD_WRITE, 0, 2, 192 * KiB, 4 * KiB);
-    cl_send(c.fd, w, 4 * KiB);
-    g_assert_cmpuint(cl_reply(&c, 2), ==, 0);
+    g_assert_cmpuint(cl_write(&c, 1, 64 * KiB, w, 64 * KiB), ==, 0);
+    g_assert_cmpuint(cl_write(&c, 2, 192 * KiB, w, 4 * KiB), ==, 0);
 
     g_autofree char *path = g_build_filename(scratch_dir, "disk.img", NULL);
     int fd = open(path, O_RDONLY);
@@ -906,21 +905,15 @@ static void test_read_sparse(void)
     cl_request(&c, NBD_CMD_READ, 0, 82, 64 * KiB, 64 * KiB);
     g_assert_cmpuint(cl_read_reply(&c, 82, rd, 64 * KiB), ==, 0);
     g_assert_cmpmem(rd, 64 * KiB, zero, 64 * KiB);
-    cl_request(&c, NBD_CMD_WRITE, 0, 83, 64 * KiB, 64 * KiB);
-    cl_send(c.fd, w, 64 * KiB);
-    g_assert_cmpuint(cl_reply(&c, 83), ==, 0);
+    g_assert_cmpuint(cl_write(&c, 83, 64 * KiB, w, 64 * KiB), ==, 0);
     /* A hole that fills is read as data at once (holes are never remembered). */
-    cl_request(&c, NBD_CMD_WRITE, 0, 9, 1024 * KiB, 64 * KiB);
-    cl_send(c.fd, w, 64 * KiB);
-    g_assert_cmpuint(cl_reply(&c, 9), ==, 0);
+    g_assert_cmpuint(cl_write(&c, 9, 1024 * KiB, w, 64 * KiB), ==, 0);
     cl_request(&c, NBD_CMD_READ, 0, 10, 1024 * KiB, 64 * KiB);
     expect_chunk(&c, 10, NBD_REPLY_TYPE_OFFSET_DATA, NBD_REPLY_FLAG_DONE, 1024 * KiB, 64 * KiB,
                  w);
     /* More runs than chunks allowed: the tail is one data chunk; contents exact. */
     for (int i = 0; i < 20; i++) {
-        cl_request(&c, NBD_CMD_WRITE, 0, 11, 2048 * KiB + i * 8 * KiB, 4 * KiB);
-        cl_send(c.fd, w, 4 * KiB);
-        g_assert_cmpuint(cl_reply(&c, 11), ==, 0);
+        g_assert_cmpuint(cl_write(&c, 11, 2048 * KiB + i * 8 * KiB, w, 4 * KiB), ==, 0);
     }
     cl_request(&c, NBD_CMD_READ, 0, 12, 2048 * KiB, 160 * KiB);
     g_assert_cmpuint(cl_read_reply(&c, 12, rd, 160 * KiB), ==, 0);
@@ -984,9 +977,7 @@ static void test_cache(void)
     Client c = cl_go("disk", true, false);
     g_autofree uint8_t *w = g_malloc(1536 * KiB);
     fill(w, 1536 * KiB, 5);
-    cl_request(&c, NBD_CMD_WRITE, 0, 1, 512 * KiB, 1536 * KiB);
-    cl_send(c.fd, w, 1536 * KiB);
-    g_assert_cmpuint(cl_reply(&c, 1), ==, 0);
+    g_assert_cmpuint(cl_write(&c, 1, 512 * KiB, w, 1536 * KiB), ==, 0);
     cl_request(&c, NBD_CMD_FLUSH, 0, 2, 0, 0);
     g_assert_cmpuint(cl_reply(&c, 2), ==, 0);
 
