@@ -120,9 +120,13 @@ void aio_handler_free(AioContext *ctx, AioHandler *node)
     g_free(node);
 }
 
+/*
+ * A handler that watches its fd without a poll function: busy polling (and
+ * the zero-timeout shortcut in aio_poll) cannot see its events.
+ */
 static bool aio_node_blocks_polling(const AioHandler *node)
 {
-    return !node->deleted && node->io_read && !node->io_poll;
+    return !node->deleted && (node->io_read || node->io_write) && !node->io_poll;
 }
 
 static void aio_node_remove(AioContext *ctx, AioHandler *node)
@@ -631,7 +635,18 @@ bool aio_poll(AioContext *ctx, bool blocking)
                     timeout = 0;
                 }
             }
-            ctx->fdmon_ops->wait(ctx, &ready, timeout);
+            if (timeout == 0 && ctx->poll_disable_cnt == 0 &&
+                !(ctx->fdmon_ops->need_wait && ctx->fdmon_ops->need_wait(ctx))) {
+                /*
+                 * Work is pending (a BH), so this pass only looks. Every
+                 * watched fd has a poll function, and one round of those
+                 * sees what a zero-timeout ppoll would, without the syscall
+                 * (null-co at depth 1: one ppoll per request before).
+                 */
+                aio_run_poll_handlers_once(ctx, &ready);
+            } else {
+                ctx->fdmon_ops->wait(ctx, &ready, timeout);
+            }
             if (published) {
                 __atomic_fetch_sub(&ctx->notify_me, 2, __ATOMIC_RELEASE);
             }
