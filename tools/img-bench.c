@@ -119,7 +119,8 @@ void img_bench_usage(void)
            "  --seed=N              seed of the random offsets and the read/write mix (default 1)\n"
            "  --rw-mix=PCT          PCT%% reads, the rest writes, chosen per request\n"
            "  --engine-opts=opts    file driver options, e.g. fixed-files=on,fixed-buffers=on,sqpoll=on,\n"
-           "                        aio-queue-depth=N, sq-thread-idle=MS, sq-thread-cpu=N, iopoll=on\n"
+           "                        aio-queue-depth=N, sq-thread-idle=MS, sq-thread-cpu=N, iopoll=on,\n"
+           "                        share-ring=on\n"
            "  --output=json         one JSON object: iops, bandwidth, latency percentiles (ns),\n"
            "                        CPU time per I/O (ns), the engine used\n");
 }
