@@ -896,7 +896,9 @@ static inline int raw_submit(BlockDriverState *bs, BdrvRequest *req, RawAioType 
     BDRVRawState *s = bs->opaque;
     RawAioReq *r = &req->raw;
     r->type = type;
-    r->flags = flags | (s->blkdev ? RAW_AIO_BLKDEV : 0);
+    r->flags = flags | (s->blkdev ? RAW_AIO_BLKDEV : 0) |
+               (type == RAW_AIO_READ && s->nowait == 1 && !(s->open_flags & O_DIRECT) ?
+                RAW_AIO_CACHED : 0);
     r->fd = s->fd;
     r->file_slot = s->slot;
     r->offset = req->offset;

@@ -43,6 +43,7 @@ typedef struct LuringStats {
     uint64_t submit_retries; /* -EBUSY/-EAGAIN from io_uring_enter */
     uint64_t sync_ops;       /* operations done synchronously (ring cannot) */
     uint64_t fixed_buf_ops;  /* READ_FIXED / WRITE_FIXED */
+    uint64_t inline_reads;   /* page-cache hits read by preadv2(RWF_NOWAIT) at submit */
 } LuringStats;
 
 void luring_get_stats(RawAioEngine *e, LuringStats *st);

@@ -49,6 +49,8 @@ typedef enum {
 #define RAW_AIO_MAY_UNMAP   (1u << 1)  /* write zeroes: may punch a hole */
 #define RAW_AIO_BLKDEV      (1u << 2)  /* fd is a block device: discard/zeroes use ioctls */
 #define RAW_AIO_NO_FALLBACK (1u << 3)  /* write zeroes: fail with -ENOTSUP rather than write zeroes */
+#define RAW_AIO_CACHED      (1u << 4)  /* read: buffered fd that takes RWF_NOWAIT (page-cache hits
+                                          may be read inline; see io_uring.c) */
 
 typedef void RawAioCompletionFunc(void *opaque, int ret);
 

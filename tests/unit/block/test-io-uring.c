@@ -148,6 +148,78 @@ static void check_pattern(const uint8_t *buf, uint64_t off, size_t len)
 
 /* ---- Basic I/O ---------------------------------------------------------------- */
 
+/*
+ * A lone read of a page-cache file (RAW_AIO_CACHED) is read inline by
+ * preadv2(RWF_NOWAIT), still completing from the loop; a read that is
+ * only partly there (EOF) or one behind a request in flight uses the ring.
+ */
+static void test_inline_read(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e = create_engine(&cfg);
+    int fd = make_file("inline", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(16384);
+    g_autofree uint8_t *buf2 = g_malloc(4096);
+    struct iovec probe_iov;
+    uint8_t probe;
+    LuringStats st0, st1;
+    TestReq t, u;
+
+    probe_iov = (struct iovec){ &probe, 1 };
+    if (preadv2(fd, &probe_iov, 1, 0, RWF_NOWAIT) != 1) {
+        g_test_skip("the scratch file system does not take RWF_NOWAIT reads");
+        ops->destroy(e);
+        close(fd);
+        return;
+    }
+
+    luring_get_stats(e, &st0);
+    prep(&t, RAW_AIO_READ, fd, -1, 8192, buf, 16384);
+    t.req.flags = RAW_AIO_CACHED;
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    g_assert_false(t.done);     /* never from within submit */
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    check_pattern(buf, 8192, 16384);
+    luring_get_stats(e, &st1);
+    g_assert_cmpuint(st1.inline_reads - st0.inline_reads, ==, 1);
+    g_assert_cmpuint(st1.sqes - st0.sqes, ==, 0);
+
+    /* Across EOF: the cached 4 KiB inline, the rest through the ring, zero-filled. */
+    memset(buf, 0xee, 16384);
+    prep(&t, RAW_AIO_READ, fd, -1, FILE_SIZE - 4096, buf, 16384);
+    t.req.flags = RAW_AIO_CACHED;
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    check_pattern(buf, FILE_SIZE - 4096, 4096);
+    for (size_t i = 4096; i < 16384; i++) {
+        g_assert_cmpuint(buf[i], ==, 0);
+    }
+    luring_get_stats(e, &st0);
+    g_assert_cmpuint(st0.inline_reads, ==, st1.inline_reads);
+    g_assert_cmpuint(st0.sqes - st1.sqes, >=, 1);
+
+    /* Behind a request in flight: the ring takes it too. */
+    prep(&u, RAW_AIO_READ, fd, -1, 0, buf2, 4096);
+    g_assert_cmpint(raw_aio_submit(e, &u.req), ==, 0);
+    prep(&t, RAW_AIO_READ, fd, -1, 4096, buf, 4096);
+    t.req.flags = RAW_AIO_CACHED;
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+    wait_for(&u);
+    wait_for(&t);
+    g_assert_cmpint(u.ret, ==, 0);
+    g_assert_cmpint(t.ret, ==, 0);
+    check_pattern(buf2, 0, 4096);
+    check_pattern(buf, 4096, 4096);
+    luring_get_stats(e, &st1);
+    g_assert_cmpuint(st1.inline_reads, ==, st0.inline_reads);
+
+    ops->destroy(e);
+    close(fd);
+}
+
+
 static void test_read_write(void)
 {
     RawAioConfig cfg = default_cfg();
@@ -1799,6 +1871,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/available/seccomp", test_seccomp);
     g_test_add_func("/io_uring/available/seccomp-auto", test_seccomp_auto);
     g_test_add_func("/io_uring/rw", test_read_write);
+    g_test_add_func("/io_uring/inline-read", test_inline_read);
     g_test_add_func("/io_uring/short-read", test_short_read);
     g_test_add_func("/io_uring/short-write", test_short_write);
     g_test_add_func("/io_uring/eagain", test_eagain);
