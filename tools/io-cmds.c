@@ -442,6 +442,38 @@ static int io_do(IoSession *s, IoOp op, int64_t offset, int64_t bytes,
 
 /* ---- read / readv -------------------------------------------------------------- */
 
+/* What read and readv print and check once the request is done. */
+typedef struct IoReadCheck {
+    bool pattern_check;            /* -P */
+    int pattern;
+    int64_t pattern_off, pattern_len;   /* the verified range, within the buffer */
+    bool quiet, dump, csv;         /* -q, -v, -C */
+} IoReadCheck;
+
+/* Reports, verifies and frees b; returns the command's result. */
+static int io_read_done(IoSession *s, IoBuf *b, const char *cmd, int ret, int64_t elapsed,
+                        int64_t offset, int64_t count, const IoReadCheck *k)
+{
+    if (ret < 0) {
+        printf("%s failed: %s\n", cmd, strerror(-ret));
+    } else {
+        if (k->pattern_check &&
+            !io_pattern_ok(b->data + k->pattern_off, k->pattern_len, k->pattern)) {
+            printf("Pattern verification failed at offset %" PRId64 ", %" PRId64 " bytes\n",
+                   offset + k->pattern_off, k->pattern_len);
+            ret = -EINVAL;
+        }
+        if (!k->quiet) {
+            if (k->dump) {
+                io_dump(b->data, offset, count);
+            }
+            io_report("read", elapsed, offset, count, 1, k->csv);
+        }
+    }
+    io_buf_free(s, b);
+    return ret;
+}
+
 static const char read_help[] =
 "\n"
 " Reads len bytes at offset off of the open image into one buffer.\n"
@@ -518,25 +550,8 @@ static int read_f(IoSession *s, int argc, char **argv)
     int64_t start = io_now_ns();
     int ret = io_do(s, IO_READ, offset, count, &b.qiov, 0);
     int64_t elapsed = io_now_ns() - start;
-    if (ret < 0) {
-        printf("read failed: %s\n", strerror(-ret));
-        goto out;
-    }
-    if (Pflag && !io_pattern_ok(b.data + poff, plen, pattern)) {
-        printf("Pattern verification failed at offset %" PRId64 ", %" PRId64 " bytes\n",
-               offset + poff, plen);
-        ret = -EINVAL;
-    }
-    if (qflag) {
-        goto out;
-    }
-    if (vflag) {
-        io_dump(b.data, offset, count);
-    }
-    io_report("read", elapsed, offset, count, 1, Cflag);
-out:
-    io_buf_free(s, &b);
-    return ret;
+    return io_read_done(s, &b, "read", ret, elapsed, offset, count,
+                        &(IoReadCheck){ Pflag, pattern, poff, plen, qflag, vflag, Cflag });
 }
 
 static const char readv_help[] =
@@ -582,25 +597,8 @@ static int readv_f(IoSession *s, int argc, char **argv)
     int64_t start = io_now_ns();
     int ret = io_do(s, IO_READ, offset, total, &b.qiov, 0);
     int64_t elapsed = io_now_ns() - start;
-    if (ret < 0) {
-        printf("readv failed: %s\n", strerror(-ret));
-        goto out;
-    }
-    if (Pflag && !io_pattern_ok(b.data, total, pattern)) {
-        printf("Pattern verification failed at offset %" PRId64 ", %" PRId64 " bytes\n",
-               offset, total);
-        ret = -EINVAL;
-    }
-    if (qflag) {
-        goto out;
-    }
-    if (vflag) {
-        io_dump(b.data, offset, total);
-    }
-    io_report("read", elapsed, offset, total, 1, Cflag);
-out:
-    io_buf_free(s, &b);
-    return ret;
+    return io_read_done(s, &b, "readv", ret, elapsed, offset, total,
+                        &(IoReadCheck){ Pflag, pattern, 0, total, qflag, vflag, Cflag });
 }
 
 /* ---- write / writev ------------------------------------------------------------- */
