@@ -361,6 +361,23 @@ static bool hs_send_export_name_reply(NbdConn *c, const char *name)
     return true;
 }
 
+/* The export an option names, or NULL after replying with the error. */
+static BlockExport *hs_find_export(NbdConn *c, const char *name, uint32_t namelen)
+{
+    BlockExport *exp;
+
+    if (strlen(name) != namelen) {
+        hs_reply_err(c, NBD_REP_ERR_INVALID, "export name contains NUL");
+        return NULL;
+    }
+    exp = block_export_find_by_name(name);
+    if (!exp) {
+        g_autofree char *msg = g_strdup_printf("export '%s' not present", name);
+        hs_reply_err(c, NBD_REP_ERR_UNKNOWN, msg);
+    }
+    return exp;
+}
+
 /* NBD_OPT_INFO / NBD_OPT_GO. */
 static void hs_opt_info(NbdConn *c)
 {
@@ -381,14 +398,8 @@ static void hs_opt_info(NbdConn *c)
         return;
     }
     g_autofree char *name = g_strndup((const char *)d + 4, namelen);
-    if (strlen(name) != namelen) {
-        hs_reply_err(c, NBD_REP_ERR_INVALID, "export name contains NUL");
-        return;
-    }
-    BlockExport *exp = block_export_find_by_name(name);
+    BlockExport *exp = hs_find_export(c, name, namelen);
     if (!exp) {
-        g_autofree char *msg = g_strdup_printf("export '%s' not present", name);
-        hs_reply_err(c, NBD_REP_ERR_UNKNOWN, msg);
         return;
     }
     bool want_name = false, want_desc = false, want_bs = c->opt == NBD_OPT_INFO;
@@ -517,14 +528,8 @@ static void hs_opt_meta(NbdConn *c)
         hs_reply_err(c, NBD_REP_ERR_INVALID, "option length does not match its contents");
         return;
     }
-    if (strlen(name) != namelen) {
-        hs_reply_err(c, NBD_REP_ERR_INVALID, "export name contains NUL");
-        return;
-    }
-    BlockExport *exp = block_export_find_by_name(name);
+    BlockExport *exp = hs_find_export(c, name, namelen);
     if (!exp) {
-        g_autofree char *msg = g_strdup_printf("export '%s' not present", name);
-        hs_reply_err(c, NBD_REP_ERR_UNKNOWN, msg);
         return;
     }
     bool match = !set && nq == 0;   /* an empty LIST query lists everything */
