@@ -6,14 +6,15 @@
  * is open-ended).
  *
  * Cost on the request path: the caller reads the clock once at submit and
- * once here; the rest is a few adds and, with a histogram, a binary search.
+ * once in block_acct_done() (inline, block_int.h); the rest is a few adds
+ * and, with a histogram, a binary search.
  * Stats belong to the node's AioContext thread (no locks).
  */
 #include "block/block_int.h"
 
 #include <errno.h>
 
-static void histogram_account(BlockLatencyHistogram *h, uint64_t ns)
+void block_acct_histogram_add(BlockLatencyHistogram *h, uint64_t ns)
 {
     /* Find the first boundary > ns: its index is the bin. */
     int lo = 0, hi = h->nbins - 1;
@@ -28,24 +29,7 @@ static void histogram_account(BlockLatencyHistogram *h, uint64_t ns)
     h->bins[lo]++;
 }
 
-void block_acct_done(BlockAcctStats *stats, BlockAcctType type, uint64_t bytes,
-                     int64_t start_ns, int ret)
-{
-    if (ret < 0) {
-        stats->failed_ops[type]++;
-        return;
-    }
-    uint64_t ns = (uint64_t)(aio_clock_get_ns(AIO_CLOCK_MONOTONIC) - start_ns);
-    stats->nr_ops[type]++;
-    stats->nr_bytes[type] += bytes;
-    stats->total_time_ns[type] += ns;
-    if (ns > stats->max_time_ns[type]) {
-        stats->max_time_ns[type] = ns;
-    }
-    if (stats->latency_histogram[type].nbins) {
-        histogram_account(&stats->latency_histogram[type], ns);
-    }
-}
+/* block_acct_done() is inline in block_int.h: it runs once per request. */
 
 void block_acct_invalid(BlockAcctStats *stats, BlockAcctType type)
 {

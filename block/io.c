@@ -49,6 +49,7 @@ G_STATIC_ASSERT((int)BDRV_REQ_TYPE_WRITE == (int)BLOCK_ACCT_WRITE);
 G_STATIC_ASSERT((int)BDRV_REQ_TYPE_FLUSH == (int)BLOCK_ACCT_FLUSH);
 G_STATIC_ASSERT((int)BDRV_REQ_TYPE_DISCARD == (int)BLOCK_ACCT_DISCARD);
 G_STATIC_ASSERT((int)BDRV_REQ_TYPE_ZEROES == (int)BLOCK_ACCT_ZEROES);
+G_STATIC_ASSERT(STAGE_DIRECT == 0);
 
 static void req_dispatch(BdrvRequest *req);
 static void req_proceed(BdrvRequest *req);
@@ -97,13 +98,8 @@ static BdrvRequest *req_alloc(BlockDriverState *bs)
     req->parent = NULL;
     req->ret = 0;
     req->pending = 0;
-    req->stage = STAGE_DIRECT;
-    req->invalid = false;
+    req->slow = 0;      /* STAGE_DIRECT, not invalid, tracked, ... */
     req->bounce = NULL;
-    req->fallback = false;
-    req->tracked = false;
-    req->serialising = false;
-    req->waiting = false;
     req->next = NULL;
     return req;
 }
@@ -283,6 +279,7 @@ void bdrv_io_refresh_limits(BlockDriverState *bs)
     int64_t al = MAX(bs->bl.request_alignment, bs->bl.min_mem_alignment);
     max = max / al * al;
     bs->max_rw_bytes = max ? max : al;
+    bs->max_direct_bytes = MIN(bs->max_rw_bytes, BDRV_REQUEST_MAX_BYTES);
 }
 
 static inline int64_t frag_max(const BlockDriverState *bs)
@@ -399,20 +396,14 @@ static void fallback_start(BdrvRequest *req)
     fallback_next(req);
 }
 
-static void req_finish(BdrvRequest *top, int ret)
+/* Accounts top, returns it to the pool and calls the caller back. */
+static inline void req_complete(BdrvRequest *top, int ret)
 {
     BlockDriverState *bs = top->bs;
     BlockCompletionFunc *cb = top->cb;
     void *opaque = top->opaque;
 
-    if (top->bounce) {
-        bdrv_blockalign_free(bs, top->bounce, top->bounce_size);
-        top->bounce = NULL;
-    }
-    if (top->tracked) {
-        req_untrack(top);
-    }
-    if (top->invalid) {
+    if (G_UNLIKELY(top->invalid)) {
         block_acct_invalid(&bs->stats, (BlockAcctType)top->type);
     } else {
         block_acct_done(&bs->stats, (BlockAcctType)top->type, top->acct_bytes,
@@ -421,6 +412,18 @@ static void req_finish(BdrvRequest *top, int ret)
     req_free(top);
     cb(opaque, ret);
     in_flight_dec(bs);
+}
+
+static void req_finish(BdrvRequest *top, int ret)
+{
+    if (top->bounce) {
+        bdrv_blockalign_free(top->bs, top->bounce, top->bounce_size);
+        top->bounce = NULL;
+    }
+    if (top->tracked) {
+        req_untrack(top);
+    }
+    req_complete(top, ret);
 }
 
 static void main_stage(BdrvRequest *top);
@@ -450,6 +453,14 @@ static void top_stage_done(BdrvRequest *top, int ret)
 
 void bdrv_req_done(BdrvRequest *req, int ret)
 {
+    /*
+     * The common case: a top request that went to the driver as it was (no
+     * stage, bounce, tracking or fallback; see bdrv_aio_preadv()).
+     */
+    if (G_LIKELY(!req->slow && !req->parent && ret != -ENOTSUP)) {
+        req_complete(req, ret);
+        return;
+    }
     if (req->fallback) {
         if (ret == 0) {
             req->fallback_done += req->bytes;
@@ -673,7 +684,7 @@ static void bdrv_submit(BlockDriverState *bs, BdrvReqType type, int64_t offset, 
     req->cb = cb;
     req->opaque = opaque;
     in_flight_inc(bs);
-    req->start_ns = aio_clock_get_ns(AIO_CLOCK_MONOTONIC);
+    req->start_ns = block_acct_now_ns();
 
     int ret = req_check(bs, req);
     if (ret < 0) {
@@ -750,9 +761,56 @@ static void bdrv_submit(BlockDriverState *bs, BdrvReqType type, int64_t offset, 
     req_proceed(req);
 }
 
+/*
+ * Whether a read passes every check of req_check() and bdrv_submit() and
+ * needs no alignment, splitting or bounce buffer: then it goes to the
+ * driver as it is.
+ */
+static inline bool read_is_direct(const BlockDriverState *bs, int64_t offset,
+                                  const IOVector *qiov)
+{
+    int64_t bytes = (int64_t)qiov->size;
+
+    if (bytes <= 0 || bytes > bs->max_direct_bytes || offset < 0 ||
+        bytes > bs->total_bytes || offset > bs->total_bytes - bytes ||
+        ((offset | bytes) & (bs->bl.request_alignment - 1))) {
+        return false;
+    }
+    if (qiov->niov == 1) {
+        return !(((uintptr_t)qiov->iov[0].iov_base | qiov->iov[0].iov_len) &
+                 (bs->bl.min_mem_alignment - 1));
+    }
+    return (!bs->bl.max_iov || qiov->niov <= bs->bl.max_iov) &&
+           mem_aligned(bs, qiov->iov, qiov->niov);
+}
+
 void bdrv_aio_preadv(BlockDriverState *bs, int64_t offset, IOVector *qiov,
                      BdrvRequestFlags flags, BlockCompletionFunc *cb, void *opaque)
 {
+    while (bs->passthrough) {
+        bs = bs->file;
+    }
+    /* The hot path: what bdrv_submit() would do for a direct read, minus its checks. */
+    if (G_LIKELY(qiov && !flags && read_is_direct(bs, offset, qiov))) {
+        BdrvRequest *req = req_alloc(bs);
+        req->type = BDRV_REQ_TYPE_READ;
+        req->offset = offset;
+        req->bytes = (int64_t)qiov->size;
+        req->acct_bytes = qiov->size;
+        req->qiov = qiov;
+        req->iov = qiov->iov;
+        req->niov = qiov->niov;
+        req->cb = cb;
+        req->opaque = opaque;
+        in_flight_inc(bs);
+        req->start_ns = block_acct_now_ns();
+        int ret = bs->drv->bdrv_aio_preadv(bs, req);
+        if (ret < 0) {
+            /* Not started: finish through the BH, as req_dispatch() does. */
+            bdrv_req_done_later(req, ret);
+        }
+        return;
+    }
     bdrv_submit(bs, BDRV_REQ_TYPE_READ, offset, qiov ? (int64_t)qiov->size : 0, qiov,
                 flags, cb, opaque);
 }

@@ -17,6 +17,8 @@
 #ifndef BLOCK_BLOCK_INT_H
 #define BLOCK_BLOCK_INT_H
 
+#include <time.h>
+
 #include "block/block.h"
 #include "block/raw-aio.h"
 
@@ -59,11 +61,25 @@ struct BdrvRequest {
     BdrvRequest *parent;         /* set on fragments of a split/bounced request */
     int ret;                     /* first error of the fragments */
     unsigned pending;            /* fragments in flight */
-    int stage;                   /* io.c's state machine */
     int64_t start_ns;            /* accounting */
     uint64_t acct_bytes;
-    bool invalid;                /* rejected before reaching the driver */
     int later_ret;               /* bdrv_req_done_later's result */
+    /*
+     * Everything that takes a request off the direct path, in one word:
+     * zero means "a plain request at the driver", which completion checks
+     * with one load.
+     */
+    union {
+        struct {
+            uint8_t stage;       /* io.c's state machine */
+            bool invalid;        /* rejected before reaching the driver */
+            bool fallback;       /* write zeroes being emulated with zero writes */
+            bool tracked;        /* on the node's overlap list */
+            bool serialising;    /* read-modify-write: waits for overlapping writes */
+            bool waiting;        /* waiting for an overlap to clear */
+        };
+        uint64_t slow;
+    };
 
     /* io.c: alignment and splitting */
     int64_t align_offset;        /* the aligned range the request covers */
@@ -71,15 +87,11 @@ struct BdrvRequest {
     void *bounce;                /* bdrv_blockalign'd copy of [align_offset, +align_bytes) */
     size_t bounce_size;
     IOVector frag_qiov;          /* fragment's slice; its array is reused across requests */
-    bool fallback;               /* write zeroes being emulated with zero writes */
     int64_t zero_offset;         /* the write-zeroes range while emulating */
     int64_t zero_bytes;
     int64_t fallback_done;       /* write-zeroes fallback progress */
 
     /* io.c: overlap tracking for read-modify-write serialisation */
-    bool tracked;
-    bool serialising;
-    bool waiting;
     BdrvRequest *track_prev, *track_next;
 
     /* io.c: free list / deferred completion queue */
@@ -200,6 +212,7 @@ struct BlockDriverState {
     int64_t total_bytes;         /* cached length; refreshed by getlength/truncate */
     BlockLimits bl;
     int64_t max_rw_bytes;        /* bl.max_transfer rounded to the alignments (io.c) */
+    int64_t max_direct_bytes;    /* largest read that may go to the driver as it is (io.c) */
     bool passthrough;            /* requests go straight to bs->file (see is_passthrough) */
     JsonObject *options;         /* the checked options it was opened with */
     JsonObject *explicit_opts;   /* during open only: the options as the user gave them
@@ -258,8 +271,39 @@ bool bdrv_requests_pending(BlockDriverState *bs);
 
 /* ---- accounting.c --------------------------------------------------------------- */
 
-void block_acct_done(BlockAcctStats *stats, BlockAcctType type, uint64_t bytes,
-                     int64_t start_ns, int ret);
+/* The accounting clock: CLOCK_MONOTONIC in ns, as aio_clock_get_ns(AIO_CLOCK_MONOTONIC). */
+static inline int64_t block_acct_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Counts ns in h's bin (a binary search; out of line). */
+void block_acct_histogram_add(BlockLatencyHistogram *h, uint64_t ns);
+
+/*
+ * Accounts a request that started at start_ns (block_acct_now_ns()) and
+ * finished now with ret. Inline: it runs once per request.
+ */
+static inline void block_acct_done(BlockAcctStats *stats, BlockAcctType type, uint64_t bytes,
+                                   int64_t start_ns, int ret)
+{
+    if (ret < 0) {
+        stats->failed_ops[type]++;
+        return;
+    }
+    uint64_t ns = (uint64_t)(block_acct_now_ns() - start_ns);
+    stats->nr_ops[type]++;
+    stats->nr_bytes[type] += bytes;
+    stats->total_time_ns[type] += ns;
+    if (ns > stats->max_time_ns[type]) {
+        stats->max_time_ns[type] = ns;
+    }
+    if (G_UNLIKELY(stats->latency_histogram[type].nbins)) {
+        block_acct_histogram_add(&stats->latency_histogram[type], ns);
+    }
+}
 void block_acct_invalid(BlockAcctStats *stats, BlockAcctType type);
 void block_acct_cleanup(BlockAcctStats *stats);
 
