@@ -194,6 +194,7 @@ struct AioContext {
     AioFdMonType fdmon_type;  /* what was asked for */
     bool fdmon_switch_failed; /* epoll could not start: stop trying */
     bool fdmon_pinned;        /* aio_context_pin_fdmon(): never switch automatically */
+    bool fdmon_recheck;       /* fd count or backend changed: aio_poll re-checks the switch */
 
     struct {
         struct pollfd *pfds;
@@ -258,11 +259,26 @@ void aio_handlers_cleanup(AioContext *ctx);
 int64_t aio_timers_deadline_ns(AioContext *ctx);
 /* Runs due timers; true if any ran. */
 bool aio_timers_run(AioContext *ctx);
+/* Whether any timer is armed (aio_poll skips aio_timers_run() otherwise). */
+static inline bool aio_timers_armed(AioContext *ctx)
+{
+    for (int c = 0; c < AIO_CLOCK_MAX; c++) {
+        if (ctx->timers[c]) {
+            return true;
+        }
+    }
+    return false;
+}
 
 /* Runs scheduled BHs (all batches, including a nested caller's); true if any ran. */
 bool aio_bh_poll(AioContext *ctx);
 /* True if a BH is scheduled or aio_notify() was called since the last accept. */
-bool aio_has_pending_work(AioContext *ctx);
+static inline bool aio_has_pending_work(AioContext *ctx)
+{
+    return __atomic_load_n(&ctx->bh_list, __ATOMIC_RELAXED) != NULL ||
+           ctx->bh_slice_head != NULL ||
+           __atomic_load_n(&ctx->notified, __ATOMIC_RELAXED);
+}
 void aio_bh_cleanup(AioContext *ctx);
 
 /*

@@ -79,6 +79,7 @@ static void aio_node_sync_events(AioContext *ctx, AioHandler *node)
     node->fdmon_events = events;
     ctx->n_fds += (events != 0) - (old != 0);
     ctx->fdmon_ops->update(ctx, node, old);
+    ctx->fdmon_recheck = true;
 
     if (ctx->finalizing || g_source_is_destroyed(&ctx->source)) {
         node->gsource_tag = NULL;   /* GLib dropped its fds with the source */
@@ -345,6 +346,7 @@ bool aio_fdmon_switch(AioContext *ctx, const FdMonOps *ops, Error **errp)
             ops->update(ctx, node, 0);
         }
     }
+    ctx->fdmon_recheck = true;
     return true;
 }
 
@@ -360,6 +362,7 @@ bool aio_context_set_fdmon(AioContext *ctx, AioFdMonType type, Error **errp)
             aio_fdmon_switch(ctx, fdmon_io_uring_get_ops(), &local_err)) {
             ctx->fdmon_type = AIO_FDMON_IO_URING;
             ctx->fdmon_pinned = false;
+            ctx->fdmon_recheck = true;
             return true;
         }
         g_clear_error(&local_err);
@@ -395,6 +398,7 @@ bool aio_context_set_fdmon(AioContext *ctx, AioFdMonType type, Error **errp)
     }
     ctx->fdmon_type = type;
     ctx->fdmon_pinned = false;
+    ctx->fdmon_recheck = true;
     return true;
 }
 
@@ -412,11 +416,16 @@ const char *aio_context_fdmon_name(AioContext *ctx)
     return ctx->fdmon_ops->name;
 }
 
-/* Hysteresis keeps a context near the threshold from switching back and forth. */
-static void aio_fdmon_maybe_switch(AioContext *ctx)
+/*
+ * Hysteresis keeps a context near the threshold from switching back and
+ * forth. The answer only changes when the fd count, the backend or its
+ * health does, so it is computed again only then (fdmon_recheck).
+ */
+static void aio_fdmon_maybe_switch_slow(AioContext *ctx)
 {
     Error *local_err = NULL;
 
+    ctx->fdmon_recheck = false;
     if (ctx->fdmon_ops == &fdmon_epoll_ops && ctx->fdmon_epoll.broken &&
         ctx->fdmon_type != AIO_FDMON_EPOLL) {
         /* epoll refused an fd that poll can watch: stay with poll from now on. */
@@ -440,6 +449,13 @@ static void aio_fdmon_maybe_switch(AioContext *ctx)
     }
 }
 
+static inline void aio_fdmon_maybe_switch(AioContext *ctx)
+{
+    if (G_UNLIKELY(ctx->fdmon_recheck)) {
+        aio_fdmon_maybe_switch_slow(ctx);
+    }
+}
+
 /* ---- busy polling ---------------------------------------------------------------------- */
 
 /* What begin/end get: the EventNotifier for notifiers, else the handler's opaque. */
@@ -453,13 +469,24 @@ static bool aio_node_pollable(AioContext *ctx, AioHandler *node)
     return !node->deleted && !(node->is_external && ctx->external_disable_cnt);
 }
 
+/*
+ * The context's own notifier has a poll function (so it does not disable
+ * busy polling), but what it would report is ctx->notified, which the
+ * callers read themselves, and its poll_ready does nothing: it is skipped,
+ * which saves a ready-list round trip per iteration.
+ */
+static inline bool aio_node_polled(AioContext *ctx, AioHandler *node)
+{
+    return node != ctx->notifier_node && aio_node_pollable(ctx, node);
+}
+
 static bool aio_run_poll_handlers_once(AioContext *ctx, AioHandlerReadyList *ready)
 {
     bool progress = false;
     AioHandler *node;
 
     LIST_FOREACH(node, &ctx->poll_handlers, poll_node) {
-        if (aio_node_pollable(ctx, node) && node->io_poll(node->opaque)) {
+        if (aio_node_polled(ctx, node) && node->io_poll(node->opaque)) {
             node->poll_ready = true;
             aio_add_ready_handler(ready, node, 0);
             progress = true;
@@ -484,7 +511,7 @@ static bool aio_poll_set_started(AioContext *ctx, AioHandlerReadyList *ready, bo
     }
     ctx->poll_started = started;
     LIST_FOREACH(node, &ctx->poll_handlers, poll_node) {
-        if (!aio_node_pollable(ctx, node)) {
+        if (!aio_node_polled(ctx, node)) {
             continue;
         }
         if (started) {
@@ -532,7 +559,9 @@ static bool aio_try_poll_mode(AioContext *ctx, AioHandlerReadyList *ready,
         }
         aio_poll_set_started(ctx, ready, true);
         do {
-            if (aio_run_poll_handlers_once(ctx, ready)) {
+            /* A notification counts as work found, as it did when the notifier was polled. */
+            if (aio_run_poll_handlers_once(ctx, ready) ||
+                __atomic_load_n(&ctx->notified, __ATOMIC_RELAXED)) {
                 /* Stay in polling mode: the next iteration will likely poll too. */
                 *timeout = 0;
                 return true;
@@ -544,7 +573,7 @@ static bool aio_try_poll_mode(AioContext *ctx, AioHandlerReadyList *ready,
             *timeout = elapsed >= *timeout ? 0 : *timeout - elapsed;
         }
     }
-    if (aio_poll_set_started(ctx, ready, false)) {
+    if (ctx->poll_started && aio_poll_set_started(ctx, ready, false)) {
         *timeout = 0;
         return true;
     }
@@ -659,11 +688,15 @@ bool aio_poll(AioContext *ctx, bool blocking)
                __atomic_exchange_n(&ctx->notified, false, __ATOMIC_ACQUIRE);
 
         progress |= aio_bh_poll(ctx);
-        progress |= aio_dispatch_ready(ctx, &ready);
+        if (!TAILQ_EMPTY(&ready)) {
+            progress |= aio_dispatch_ready(ctx, &ready);
+        }
         if (ctx->fdmon_ops->dispatch) {
             progress |= ctx->fdmon_ops->dispatch(ctx);
         }
-        progress |= aio_timers_run(ctx);
+        if (aio_timers_armed(ctx)) {
+            progress |= aio_timers_run(ctx);
+        }
 
         if (!blocking || progress || woke) {
             break;

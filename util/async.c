@@ -92,6 +92,28 @@ static AioBH *aio_bh_take_batch(AioContext *ctx)
     return fifo;
 }
 
+/* Runs one dequeued BH (or frees it); true if its callback ran. */
+static inline bool aio_bh_run(AioBH *bh)
+{
+    /* Clear before calling so the callback may schedule the BH again. */
+    unsigned old = __atomic_fetch_and(&bh->flags, ~(BH_PENDING | BH_SCHEDULED),
+                                      __ATOMIC_SEQ_CST);
+    bool ran = false;
+
+    if (old & BH_DELETED) {
+        g_free(bh);
+        return false;
+    }
+    if (old & BH_SCHEDULED) {
+        bh->cb(bh->opaque);   /* may delete bh: do not touch it after */
+        ran = true;
+    }
+    if (old & BH_ONESHOT) {
+        g_free(bh);
+    }
+    return ran;
+}
+
 bool aio_bh_poll(AioContext *ctx)
 {
     BHSlice slice = { .head = aio_bh_take_batch(ctx) };
@@ -100,6 +122,13 @@ bool aio_bh_poll(AioContext *ctx)
 
     if (!slice.head && !ctx->bh_slice_head) {
         return false;
+    }
+    if (slice.head && !slice.head->next && !ctx->bh_slice_head) {
+        /*
+         * One BH and no older batch: a nested aio_poll() in its callback
+         * would find nothing of ours left to run, so it needs no slice.
+         */
+        return aio_bh_run(slice.head);
     }
     if (slice.head) {
         /*
@@ -124,7 +153,6 @@ bool aio_bh_poll(AioContext *ctx)
     /* Oldest batch first; a nested aio_poll() may empty any of them. */
     while ((s = ctx->bh_slice_head)) {
         AioBH *bh = s->head;
-        unsigned old;
 
         if (!bh) {
             ctx->bh_slice_head = s->next;
@@ -134,29 +162,9 @@ bool aio_bh_poll(AioContext *ctx)
             continue;
         }
         s->head = bh->next;
-        /* Clear before calling so the callback may schedule the BH again. */
-        old = __atomic_fetch_and(&bh->flags, ~(BH_PENDING | BH_SCHEDULED),
-                                 __ATOMIC_SEQ_CST);
-        if (old & BH_DELETED) {
-            g_free(bh);
-            continue;
-        }
-        if (old & BH_SCHEDULED) {
-            bh->cb(bh->opaque);   /* may delete bh: do not touch it after */
-            progress = true;
-        }
-        if (old & BH_ONESHOT) {
-            g_free(bh);
-        }
+        progress |= aio_bh_run(bh);
     }
     return progress;
-}
-
-bool aio_has_pending_work(AioContext *ctx)
-{
-    return __atomic_load_n(&ctx->bh_list, __ATOMIC_RELAXED) != NULL ||
-           ctx->bh_slice_head != NULL ||
-           __atomic_load_n(&ctx->notified, __ATOMIC_RELAXED);
 }
 
 void aio_bh_cleanup(AioContext *ctx)
