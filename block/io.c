@@ -82,7 +82,7 @@ bool bdrv_requests_pending(BlockDriverState *bs)
 
 /* ---- request pool ------------------------------------------------------------ */
 
-static BdrvRequest *req_alloc(BlockDriverState *bs)
+static inline BdrvRequest *req_alloc(BlockDriverState *bs)
 {
     BdrvRequest *req = bs->free_reqs;
     if (req) {
@@ -451,16 +451,9 @@ static void top_stage_done(BdrvRequest *top, int ret)
     }
 }
 
-void bdrv_req_done(BdrvRequest *req, int ret)
+/* Fragments, stages, fallbacks, -ENOTSUP answers. */
+static void G_GNUC_NO_INLINE req_done_slow(BdrvRequest *req, int ret)
 {
-    /*
-     * The common case: a top request that went to the driver as it was (no
-     * stage, bounce, tracking or fallback; see bdrv_aio_preadv()).
-     */
-    if (G_LIKELY(!req->slow && !req->parent && ret != -ENOTSUP)) {
-        req_complete(req, ret);
-        return;
-    }
     if (req->fallback) {
         if (ret == 0) {
             req->fallback_done += req->bytes;
@@ -494,6 +487,19 @@ void bdrv_req_done(BdrvRequest *req, int ret)
     req_free(req);
     if (--top->pending == 0) {
         top_stage_done(top, top->ret);
+    }
+}
+
+void bdrv_req_done(BdrvRequest *req, int ret)
+{
+    /*
+     * The common case: a top request that went to the driver as it was (no
+     * stage, bounce, tracking or fallback; see bdrv_aio_preadv()).
+     */
+    if (G_LIKELY(!req->slow && !req->parent && ret != -ENOTSUP)) {
+        req_complete(req, ret);
+    } else {
+        req_done_slow(req, ret);
     }
 }
 

@@ -47,7 +47,8 @@ typedef struct Bench Bench;
 
 typedef struct BenchSlot {
     Bench *b;
-    IOVector qiov;
+    IOVector rqiov;           /* over buf; set up once, the block layer only reads it */
+    IOVector wqiov;           /* over the shared write pattern */
     uint8_t *buf;             /* read buffer of this slot */
     int64_t start_ns;         /* submission time, when latency is recorded */
 } BenchSlot;
@@ -154,12 +155,10 @@ static inline void bench_submit(Bench *b, BenchSlot *s, int64_t now)
     b->in_flight++;
     if (write) {
         b->writes++;
-        iovector_init_buf(&s->qiov, b->wbuf, (size_t)b->bufsize);
-        bdrv_aio_pwritev(b->bs, off, &s->qiov, 0, bench_cb, s);
+        bdrv_aio_pwritev(b->bs, off, &s->wqiov, 0, bench_cb, s);
     } else {
         b->reads++;
-        iovector_init_buf(&s->qiov, s->buf, (size_t)b->bufsize);
-        bdrv_aio_preadv(b->bs, off, &s->qiov, 0, bench_cb, s);
+        bdrv_aio_preadv(b->bs, off, &s->rqiov, 0, bench_cb, s);
     }
 }
 
@@ -570,6 +569,10 @@ int img_bench(int argc, char **argv)
             goto oom;
         }
         memset(b->wbuf, (int)pattern, (size_t)bufsize);
+    }
+    for (int i = 0; i < b->nslots; i++) {
+        iovector_init_buf(&b->slots[i].rqiov, b->slots[i].buf, (size_t)bufsize);
+        iovector_init_buf(&b->slots[i].wqiov, b->wbuf, (size_t)bufsize);
     }
 
     if (!json) {
