@@ -85,6 +85,7 @@ typedef struct LinuxAioEngine {
     io_context_t io_ctx;
     struct laio_ring *ring;       /* NULL: reap with io_getevents */
     EventNotifier notifier;
+    int notifier_fd;              /* its fd, for every iocb */
     AioBH *kick_bh;               /* failed submissions, -EAGAIN retries, nested reaping */
     bool kick_armed;              /* kick_bh scheduled and not yet run */
     ThreadPool *pool;
@@ -110,7 +111,7 @@ typedef struct LinuxAioEngine {
 #define PRIV_ENGINE 1
 /* req->engine_u64[0]: the error of a request failed in submit */
 
-static void laio_flush_batch(LinuxAioEngine *s);
+static inline void laio_flush_batch(LinuxAioEngine *s);
 
 /* ---- availability ------------------------------------------------------------ */
 
@@ -243,7 +244,7 @@ static void laio_prep_and_batch(LinuxAioEngine *s, LaioSlot *slot)
             }
         }
     }
-    io_set_eventfd(iocb, event_notifier_get_fd(&s->notifier));
+    io_set_eventfd(iocb, s->notifier_fd);
     s->batch[s->batch_len++] = iocb;
 }
 
@@ -298,17 +299,21 @@ static void laio_refill(LinuxAioEngine *s, bool force)
     }
 }
 
-/* Hands the batch to the kernel. Never calls a request's callback itself. */
-static void laio_flush_batch(LinuxAioEngine *s)
+/*
+ * The rest of laio_flush_batch(): r is what io_submit answered for the
+ * whole batch, which it did not take entirely.
+ */
+static void G_GNUC_NO_INLINE laio_flush_batch_rest(LinuxAioEngine *s, int r)
 {
     unsigned start = 0;
 
-    while (start < s->batch_len) {
-        int r = io_submit(s->io_ctx, s->batch_len - start, s->batch + start);
-
+    for (;; r = io_submit(s->io_ctx, s->batch_len - start, s->batch + start)) {
         if (r > 0) {
             s->kernel_in_flight += r;
             start += r;
+            if (start >= s->batch_len) {
+                break;
+            }
             continue;
         }
         if (r == 0 || r == -EAGAIN || r == -EINTR) {
@@ -339,6 +344,9 @@ static void laio_flush_batch(LinuxAioEngine *s)
         } else {
             laio_fail_later(s, req, r);
         }
+        if (start >= s->batch_len) {
+            break;
+        }
     }
     if (start > 0) {
         s->batch_len -= start;
@@ -348,12 +356,40 @@ static void laio_flush_batch(LinuxAioEngine *s)
     }
 }
 
+/* Hands the batch to the kernel. Never calls a request's callback itself. */
+static inline void laio_flush_batch(LinuxAioEngine *s)
+{
+    int r;
+
+    if (!s->batch_len) {
+        return;
+    }
+    r = io_submit(s->io_ctx, s->batch_len, s->batch);
+    if (G_LIKELY(r == (int)s->batch_len)) {
+        s->kernel_in_flight += r;
+        s->batch_len = 0;
+        return;
+    }
+    laio_flush_batch_rest(s, r);
+}
+
 /* ---- completion ------------------------------------------------------------------- */
 
 static void laio_complete_event(LinuxAioEngine *s, LaioSlot *slot, long res)
 {
     RawAioReq *req = slot->req;
 
+    /* The common case first: a read or write that transferred something. */
+    if (G_LIKELY(res > 0 && req->type != RAW_AIO_FLUSH)) {
+        req->done += res;
+        if (G_LIKELY(req->done >= req->bytes)) {
+            laio_slot_release(s, slot);
+            laio_finish(s, req, 0);
+        } else {
+            laio_prep_and_batch(s, slot);   /* short transfer: go on with the rest */
+        }
+        return;
+    }
     if (G_UNLIKELY(res == -EAGAIN || res == -EINTR)) {
         laio_prep_and_batch(s, slot);   /* try the same thing again */
         return;
@@ -537,6 +573,7 @@ static RawAioEngine *laio_create(AioContext *ctx, const RawAioConfig *cfg, Error
         g_free(s);
         return NULL;
     }
+    s->notifier_fd = event_notifier_get_fd(&s->notifier);
 
     s->ring = (struct laio_ring *)s->io_ctx;
     if (s->ring->magic != LAIO_RING_MAGIC || s->ring->incompat_features != 0) {
