@@ -71,6 +71,10 @@ typedef struct BDRVRawState {
 
     int nowait;                  /* 1, 0, -1 unknown */
 
+    /* RawAioReq flags every request carries (raw_update_aio_flags) */
+    unsigned aio_flags;
+    unsigned read_aio_flags;
+
     /* engine */
     const RawAioOps *ops;
     const char *aio_requested;
@@ -680,6 +684,17 @@ static void raw_engine_detach(BDRVRawState *s)
 
 /* ---- open/close ------------------------------------------------------------------------ */
 
+/*
+ * What raw_submit() adds to every request's flags, worked out once: after
+ * open and after reopen (the only places blkdev, nowait and open_flags change).
+ */
+static void raw_update_aio_flags(BDRVRawState *s)
+{
+    s->aio_flags = s->blkdev ? RAW_AIO_BLKDEV : 0;
+    s->read_aio_flags = s->aio_flags |
+                        (s->nowait == 1 && !(s->open_flags & O_DIRECT) ? RAW_AIO_CACHED : 0);
+}
+
 static int raw_open_fd(const char *filename, bool read_only, bool direct, int *pflags,
                        Error **errp)
 {
@@ -776,6 +791,7 @@ static int raw_open_common(BlockDriverState *bs, JsonObject *opts, bool host_dev
 
     raw_probe_alignment(s, s->fd, s->open_flags);
     s->nowait = raw_probe_nowait(s, s->fd);
+    raw_update_aio_flags(s);
 
     ret = raw_choose_engine(bs, s, opts, errp);
     if (ret < 0) {
@@ -896,9 +912,7 @@ static inline int raw_submit(BlockDriverState *bs, BdrvRequest *req, RawAioType 
     BDRVRawState *s = bs->opaque;
     RawAioReq *r = &req->raw;
     r->type = type;
-    r->flags = flags | (s->blkdev ? RAW_AIO_BLKDEV : 0) |
-               (type == RAW_AIO_READ && s->nowait == 1 && !(s->open_flags & O_DIRECT) ?
-                RAW_AIO_CACHED : 0);
+    r->flags = flags | (type == RAW_AIO_READ ? s->read_aio_flags : s->aio_flags);
     r->fd = s->fd;
     r->file_slot = s->slot;
     r->offset = req->offset;
@@ -1281,6 +1295,7 @@ static void raw_reopen_commit(BDRVReopenState *state)
     s->slot = rs->slot;
     s->force_share = rs->force_share;
     raw_probe_alignment(s, s->fd, s->open_flags);
+    raw_update_aio_flags(s);
     g_free(rs);
     state->opaque = NULL;
 }

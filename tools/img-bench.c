@@ -210,21 +210,22 @@ static void bench_cb(void *opaque, int ret)
     if (b->ret < 0 || b->submitted >= b->count) {
         return;
     }
-    if (b->flush_interval && b->since_flush >= b->flush_interval && !b->flush_in_flight &&
-        !b->flush_waiting) {
-        if (b->drain_on_flush) {
-            /* Park this slot; the flush goes out once everything in flight completed. */
-            b->flush_waiting = true;
-        } else {
-            bench_start_flush(b);
+    if (b->flush_interval) {
+        if (b->since_flush >= b->flush_interval && !b->flush_in_flight && !b->flush_waiting) {
+            if (b->drain_on_flush) {
+                /* Park this slot; the flush goes out once everything in flight completed. */
+                b->flush_waiting = true;
+            } else {
+                bench_start_flush(b);
+            }
         }
-    }
-    if (b->flush_waiting) {
-        b->idle[b->nidle++] = s;
-        if (b->in_flight == 0 && !b->flush_in_flight) {
-            bench_start_flush(b);
+        if (b->flush_waiting) {
+            b->idle[b->nidle++] = s;
+            if (b->in_flight == 0 && !b->flush_in_flight) {
+                bench_start_flush(b);
+            }
+            return;
         }
-        return;
     }
     /* At depth 1 a burst is one request: plugging would only cost. */
     if (!b->plugged && b->depth > 1) {
