@@ -496,11 +496,17 @@ void bdrv_req_done(BdrvRequest *req, int ret)
      * The common case: a top request that went to the driver as it was (no
      * stage, bounce, tracking or fallback; see bdrv_aio_preadv()).
      */
-    if (G_LIKELY(!req->slow && !req->parent && ret != -ENOTSUP)) {
-        req_complete(req, ret);
-    } else {
-        req_done_slow(req, ret);
+    if (G_LIKELY(!req->parent && ret != -ENOTSUP)) {
+        if (G_LIKELY(!req->slow)) {
+            req_complete(req, ret);
+            return;
+        }
+        if (req->stage == STAGE_DIRECT && !req->fallback) {
+            req_finish(req, ret);   /* e.g. a tracked write */
+            return;
+        }
     }
+    req_done_slow(req, ret);
 }
 
 /* ---- stages ------------------------------------------------------------------------------ */
@@ -768,12 +774,13 @@ static void bdrv_submit(BlockDriverState *bs, BdrvReqType type, int64_t offset, 
 }
 
 /*
- * Whether a read passes every check of req_check() and bdrv_submit() and
- * needs no alignment, splitting or bounce buffer: then it goes to the
+ * Whether a read or write of qiov at offset passes the range and size
+ * checks of req_check() and needs no alignment, splitting or bounce buffer
+ * (what bdrv_submit() and req_proceed() test): then it can go to the
  * driver as it is.
  */
-static inline bool read_is_direct(const BlockDriverState *bs, int64_t offset,
-                                  const IOVector *qiov)
+static inline bool rw_is_direct(const BlockDriverState *bs, int64_t offset,
+                                const IOVector *qiov)
 {
     int64_t bytes = (int64_t)qiov->size;
 
@@ -797,7 +804,7 @@ void bdrv_aio_preadv(BlockDriverState *bs, int64_t offset, IOVector *qiov,
         bs = bs->file;
     }
     /* The hot path: what bdrv_submit() would do for a direct read, minus its checks. */
-    if (G_LIKELY(qiov && !flags && read_is_direct(bs, offset, qiov))) {
+    if (G_LIKELY(qiov && !flags && rw_is_direct(bs, offset, qiov))) {
         BdrvRequest *req = req_alloc(bs);
         req->type = BDRV_REQ_TYPE_READ;
         req->offset = offset;
@@ -824,6 +831,42 @@ void bdrv_aio_preadv(BlockDriverState *bs, int64_t offset, IOVector *qiov,
 void bdrv_aio_pwritev(BlockDriverState *bs, int64_t offset, IOVector *qiov,
                       BdrvRequestFlags flags, BlockCompletionFunc *cb, void *opaque)
 {
+    while (bs->passthrough) {
+        bs = bs->file;
+    }
+    /*
+     * The hot path, as for reads; an aligned write is still tracked, so a
+     * later read-modify-write waits for it (and it for an earlier one).
+     */
+    if (G_LIKELY(qiov && !(flags & ~BDRV_REQ_FUA) && !bs->read_only && !bs->detect_zeroes &&
+                 rw_is_direct(bs, offset, qiov))) {
+        BdrvRequest *req = req_alloc(bs);
+        req->type = BDRV_REQ_TYPE_WRITE;
+        req->flags = bs->writethrough ? flags | BDRV_REQ_FUA : flags;
+        req->offset = offset;
+        req->bytes = (int64_t)qiov->size;
+        req->acct_bytes = qiov->size;
+        req->qiov = qiov;
+        req->cb = cb;
+        req->opaque = opaque;
+        in_flight_inc(bs);
+        req->start_ns = block_acct_now_ns();
+        req->align_offset = offset;
+        req->align_bytes = req->bytes;
+        req_track(req);
+        if (bs->serialising && req_must_wait(req)) {
+            req->waiting = true;
+            bs->waiting++;
+            return;     /* req_proceed() sends it once the overlap is gone */
+        }
+        req->iov = qiov->iov;
+        req->niov = qiov->niov;
+        int ret = bs->drv->bdrv_aio_pwritev(bs, req);
+        if (ret < 0) {
+            bdrv_req_done_later(req, ret);
+        }
+        return;
+    }
     bdrv_submit(bs, BDRV_REQ_TYPE_WRITE, offset, qiov ? (int64_t)qiov->size : 0, qiov,
                 flags, cb, opaque);
 }
