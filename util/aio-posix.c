@@ -480,7 +480,7 @@ static inline bool aio_node_polled(AioContext *ctx, AioHandler *node)
     return node != ctx->notifier_node && aio_node_pollable(ctx, node);
 }
 
-static bool aio_run_poll_handlers_once(AioContext *ctx, AioHandlerReadyList *ready)
+static inline bool aio_run_poll_handlers_once(AioContext *ctx, AioHandlerReadyList *ready)
 {
     bool progress = false;
     AioHandler *node;
