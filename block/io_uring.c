@@ -2265,7 +2265,7 @@ void luring_get_info(RawAioEngine *base, LuringInfo *info)
     info->shared_fdmon_ring = e->shared;
     info->shared_sq_thread = e->setup_flags & IORING_SETUP_ATTACH_WQ;
     info->fixed_buffers = e->pool != NULL;
-    info->restricted = e->restricted;
+    info->restricted = e->shared ? aio_context_fdmon_ring_restricted(e->base.ctx) : e->restricted;
     info->registered_ring_fd = e->reg_ring_fd;
 }
 

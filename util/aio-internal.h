@@ -214,6 +214,7 @@ struct AioContext {
     struct {
         struct io_uring ring;
         bool have_multishot;
+        bool restricted;                  /* IORING_REGISTER_RESTRICTIONS applied */
         LIST_HEAD(, AioHandler) zombies;  /* removed, waiting for their CQEs */
         AioFdMonCqeHandler *foreign_cb;
         void *foreign_opaque;

@@ -727,6 +727,15 @@ struct io_uring *aio_context_get_fdmon_ring(AioContext *ctx)
     return NULL;
 }
 
+bool aio_context_fdmon_ring_restricted(AioContext *ctx)
+{
+#ifdef FDMON_IO_URING
+    return aio_context_get_fdmon_ring(ctx) && ctx->fdmon_uring.restricted;
+#else
+    return false;
+#endif
+}
+
 void aio_context_set_fdmon_cqe_handler(AioContext *ctx, AioFdMonCqeHandler *cb,
                                        void *opaque)
 {

@@ -33,6 +33,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "aio-internal.h"
 
@@ -108,6 +110,76 @@ static int fdmon_uring_fake_failure(void)
     return -abs(atoi(s) ? atoi(s) : EINVAL);
 }
 
+/* Debian's liburing 2.3 declares but does not export the register helpers. */
+static int fdmon_uring_register(struct io_uring *ring, unsigned op, void *arg, unsigned n)
+{
+    int ret = (int)syscall(__NR_io_uring_register, ring->ring_fd, op, arg, n);
+    return ret < 0 ? -errno : ret;
+}
+
+/*
+ * The loop's ring carries the loop's polls and the file engine's requests
+ * (share-ring), so it accepts exactly those: POLL_ADD/REMOVE, the timeout
+ * old liburing waits with, NOP, and the engine's reads, writes, syncs,
+ * fallocate and block-device discard (URING_CMD, where the kernel knows
+ * it), with no registrations at all. Anything else -- opening files,
+ * sockets, reading through other fds' buffers -- fails with EACCES, so a
+ * stray or forged SQE cannot widen what the process can do.
+ */
+static int fdmon_uring_restrict(struct io_uring *ring)
+{
+    static const uint8_t ops[] = {
+        IORING_OP_NOP, IORING_OP_POLL_ADD, IORING_OP_POLL_REMOVE, IORING_OP_TIMEOUT,
+        IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_READ, IORING_OP_WRITE,
+        IORING_OP_FSYNC, IORING_OP_FALLOCATE, IORING_OP_URING_CMD,
+    };
+    struct io_uring_restriction res[G_N_ELEMENTS(ops) + 1];
+    unsigned n = 0;
+    int ret;
+
+    memset(res, 0, sizeof(res));
+    for (size_t i = 0; i < G_N_ELEMENTS(ops); i++) {
+        res[n].opcode = IORING_RESTRICTION_SQE_OP;
+        res[n++].sqe_op = ops[i];
+    }
+    res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+    res[n++].sqe_flags = IOSQE_IO_LINK | IOSQE_ASYNC;
+    ret = fdmon_uring_register(ring, IORING_REGISTER_RESTRICTIONS, res, n);
+    if (ret == -EINVAL) {
+        /* A kernel older than URING_CMD (5.19) refuses the unknown opcode. */
+        res[G_N_ELEMENTS(ops) - 1] = res[n - 1];
+        ret = fdmon_uring_register(ring, IORING_REGISTER_RESTRICTIONS, res, n - 1);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    return fdmon_uring_register(ring, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+}
+
+/* A restricted ring where the kernel has restrictions (5.10), a plain one otherwise. */
+static int fdmon_uring_setup(AioContext *ctx)
+{
+    struct io_uring *ring = &ctx->fdmon_uring.ring;
+    struct io_uring_params p = { .flags = IORING_SETUP_R_DISABLED };
+    int ret = io_uring_queue_init_params(FDMON_URING_ENTRIES, ring, &p);
+
+    ctx->fdmon_uring.restricted = false;
+    if (ret == -EINVAL) {
+        return io_uring_queue_init(FDMON_URING_ENTRIES, ring, 0);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    ret = fdmon_uring_restrict(ring);
+    if (ret < 0) {
+        /* Restrictions refused: a disabled ring is useless, start over plainly. */
+        io_uring_queue_exit(ring);
+        return io_uring_queue_init(FDMON_URING_ENTRIES, ring, 0);
+    }
+    ctx->fdmon_uring.restricted = true;
+    return 0;
+}
+
 static bool fdmon_io_uring_init(AioContext *ctx, Error **errp)
 {
     struct io_uring *ring = &ctx->fdmon_uring.ring;
@@ -115,7 +187,7 @@ static bool fdmon_io_uring_init(AioContext *ctx, Error **errp)
     const char *why = "";
 
     if (ret == 0) {
-        ret = io_uring_queue_init(FDMON_URING_ENTRIES, ring, 0);
+        ret = fdmon_uring_setup(ctx);
     }
     if (ret < 0) {
         switch (-ret) {
@@ -311,10 +383,20 @@ static int fdmon_io_uring_wait(AioContext *ctx, AioHandlerReadyList *ready,
     return n;
 }
 
+/*
+ * Whether a wait has work even with a zero timeout: SQEs to submit, CQEs
+ * already posted (poll events, shared requests) or copied out, an
+ * overflowed CQ. aio_poll() skips the wait of a non-blocking pass when
+ * this says no and every fd has a poll function, so CQEs sitting in the
+ * ring must say yes or they wait for the next blocking pass (a client
+ * pumping aio_poll(false) would never see them).
+ */
 static bool fdmon_io_uring_need_wait(AioContext *ctx)
 {
-    return io_uring_sq_ready(&ctx->fdmon_uring.ring) > 0 ||
-           ctx->fdmon_uring.foreign_count > 0;
+    struct io_uring *ring = &ctx->fdmon_uring.ring;
+
+    return io_uring_sq_ready(ring) > 0 || io_uring_cq_ready(ring) > 0 ||
+           io_uring_cq_has_overflow(ring) || ctx->fdmon_uring.foreign_count > 0;
 }
 
 static bool fdmon_io_uring_dispatch(AioContext *ctx)

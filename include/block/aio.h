@@ -214,6 +214,12 @@ typedef void AioFdMonCqeHandler(void *opaque, uint64_t user_data,
 /* The fd monitor's ring, or NULL unless the io_uring fd monitor is active. */
 struct io_uring *aio_context_get_fdmon_ring(AioContext *ctx);
 /*
+ * Whether that ring only accepts polls, NOP, reads, writes, fsync,
+ * fallocate and URING_CMD (no registrations): true wherever the kernel has
+ * ring restrictions (Linux 5.10).
+ */
+bool aio_context_fdmon_ring_restricted(AioContext *ctx);
+/*
  * Sets the handler of foreign CQEs (owning thread). The ring goes away when
  * the fd monitor is switched: do not switch with foreign requests in flight.
  */

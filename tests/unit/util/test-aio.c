@@ -1127,6 +1127,96 @@ static void test_io_uring_foreign(void)
     g_assert_null(aio_context_get_fdmon_ring(ctx));
     aio_context_unref(ctx);
 }
+
+/*
+ * A CQE already in the ring is found by a non-blocking aio_poll(), even
+ * when every watched fd has a poll function (aio_poll() then skips the
+ * zero-timeout wait unless the fd monitor says it has work). A client that
+ * pumps aio_poll(false) -- an NBD server's peer in the same thread --
+ * stalled on exactly this with 600 requests in flight.
+ */
+static void test_io_uring_foreign_nonblocking(void)
+{
+    AioContext *ctx = aio_context_new(&error_abort);
+    Error *err = NULL;
+    ForeignData f = { 0 };
+    struct io_uring *ring;
+    static uint64_t cookie;
+
+    if (!aio_context_set_fdmon(ctx, AIO_FDMON_IO_URING, &err)) {
+        g_test_skip(error_get_pretty(err));
+        error_free(err);
+        aio_context_unref(ctx);
+        return;
+    }
+    /* Only the context's own notifier, which has a poll function. */
+    while (aio_poll(ctx, false)) {
+    }
+    ring = aio_context_get_fdmon_ring(ctx);
+    aio_context_set_fdmon_cqe_handler(ctx, foreign_cqe, &f);
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&cookie | AIO_FDMON_CQE_FOREIGN_TAG);
+    /* Submitted here: the NOP's CQE is in the ring before aio_poll() looks. */
+    g_assert_cmpint(io_uring_submit(ring), ==, 1);
+    g_assert_cmpuint(io_uring_cq_ready(ring), ==, 1);
+
+    g_assert_true(aio_poll(ctx, false));
+    g_assert_cmpint(f.n, ==, 1);
+    g_assert_cmpuint(io_uring_cq_ready(ring), ==, 0);
+    g_assert_false(aio_poll(ctx, false));
+    aio_context_unref(ctx);
+}
+
+/*
+ * The loop's ring takes the loop's and the file engine's operations only:
+ * an openat on it fails with EACCES (and opens nothing), a read works.
+ */
+static void test_io_uring_restricted(void)
+{
+    AioContext *ctx = aio_context_new(&error_abort);
+    Error *err = NULL;
+    ForeignData f = { 0 };
+    struct io_uring *ring;
+    static uint64_t cookies[2];
+    char buf[4] = { 0 };
+    int fd;
+
+    if (!aio_context_set_fdmon(ctx, AIO_FDMON_IO_URING, &err)) {
+        g_test_skip(error_get_pretty(err));
+        error_free(err);
+        aio_context_unref(ctx);
+        return;
+    }
+    if (!aio_context_fdmon_ring_restricted(ctx)) {
+        g_test_skip("the kernel has no io_uring ring restrictions");
+        aio_context_unref(ctx);
+        return;
+    }
+    fd = open("/proc/self/stat", O_RDONLY);
+    g_assert_cmpint(fd, >=, 0);
+    ring = aio_context_get_fdmon_ring(ctx);
+    aio_context_set_fdmon_cqe_handler(ctx, foreign_cqe, &f);
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    io_uring_prep_openat(sqe, AT_FDCWD, "/proc/self/stat", O_RDONLY, 0);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&cookies[0] | AIO_FDMON_CQE_FOREIGN_TAG);
+    sqe = io_uring_get_sqe(ring);
+    io_uring_prep_read(sqe, fd, buf, sizeof(buf), 0);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&cookies[1] | AIO_FDMON_CQE_FOREIGN_TAG);
+    while (f.n < 2) {
+        g_assert_true(aio_poll(ctx, true));
+    }
+    for (int i = 0; i < 2; i++) {
+        if (f.user_data[i] == ((uint64_t)(uintptr_t)&cookies[0] | AIO_FDMON_CQE_FOREIGN_TAG)) {
+            g_assert_cmpint(f.res[i], ==, -EACCES);
+        } else {
+            g_assert_cmpint(f.res[i], ==, (int)sizeof(buf));
+        }
+    }
+    g_assert_cmpint(buf[0], >=, '1');     /* the pid's first digit */
+    close(fd);
+    aio_context_unref(ctx);
+}
 #endif
 
 /* Explicit switches move live handlers between every pair of monitors. */
@@ -1452,6 +1542,9 @@ int main(int argc, char **argv)
     g_test_add_func("/aio/fdmon/io_uring/fallback", test_io_uring_fallback);
 #ifdef CONFIG_LINUX_IO_URING
     g_test_add_func("/aio/fdmon/io_uring/foreign-cqe", test_io_uring_foreign);
+    g_test_add_func("/aio/fdmon/io_uring/foreign-cqe-nonblocking",
+                    test_io_uring_foreign_nonblocking);
+    g_test_add_func("/aio/fdmon/io_uring/restricted", test_io_uring_restricted);
 #endif
     g_test_add_func("/aio/fdmon/switch-explicit", test_fdmon_explicit_switch);
     g_test_add_func("/aio/fdmon/switch-in-callback", test_fdmon_switch_in_callback);
