@@ -34,12 +34,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -70,6 +74,7 @@ typedef struct BDRVRawState {
     const char *align_source;    /* "statx", "ioctl", "probe", "default", "buffered" */
 
     int nowait;                  /* 1, 0, -1 unknown */
+    bool ram_backed;             /* tmpfs/ramfs file, zram/brd device: I/O never waits */
 
     /* RawAioReq flags every request carries (raw_update_aio_flags) */
     unsigned aio_flags;
@@ -394,6 +399,31 @@ static int raw_probe_nowait(BDRVRawState *s, int fd)
     return err == EOPNOTSUPP ? 0 : -1;
 }
 
+/*
+ * Is the file's data in RAM, so that no request can wait for a device or a
+ * network: a file on tmpfs or ramfs, or a zram or brd ("ram*") block
+ * device. Only these get aio=inline from aio=auto.
+ */
+static bool raw_probe_ram_backed(int fd, const struct stat *st)
+{
+    if (S_ISBLK(st->st_mode)) {
+        char link[PATH_MAX];
+        g_autofree char *sys = g_strdup_printf("/sys/dev/block/%u:%u",
+                                               major(st->st_rdev), minor(st->st_rdev));
+        ssize_t n = readlink(sys, link, sizeof(link) - 1);
+        if (n <= 0) {
+            return false;
+        }
+        link[n] = '\0';
+        const char *name = strrchr(link, '/') ? strrchr(link, '/') + 1 : link;
+        return g_str_has_prefix(name, "zram") ||
+               (g_str_has_prefix(name, "ram") && g_ascii_isdigit(name[3]));
+    }
+    struct statfs sfs;
+    return S_ISREG(st->st_mode) && fstatfs(fd, &sfs) == 0 &&
+           (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
+}
+
 /* ---- engine choice ------------------------------------------------------------------- */
 
 /* Options only io_uring uses (native also takes aio-queue-depth). */
@@ -469,9 +499,13 @@ static bool uring_option_chosen(JsonObject *given, JsonObject *opts, const char 
  *     58k, io_uring 27k.
  * So on no-nowait O_DIRECT files native wins at depth 1 by 1.6-3x (IOSQE_ASYNC
  * io_uring only at depth 32 on zram), and on buffered no-nowait files
- * io_uring with IOSQE_ASYNC is fastest at both depths (1.3-2.4x threads).
+ * io_uring with IOSQE_ASYNC is the fastest asynchronous engine at both
+ * depths (1.3-2.4x threads). But where such a file is in RAM (tmpfs, zram's
+ * page cache) every asynchronous engine pays a thread hop for a memory
+ * copy: inline synchronous I/O measured 8-20x io_uring+ASYNC at depth 1
+ * and 2-4x at depth 32 (docs/devel/performance.md), so those get inline.
  */
-static const RawAioOps *raw_auto_engine(bool direct, int nowait)
+static const RawAioOps *raw_auto_engine(bool direct, int nowait, bool ram_backed)
 {
     const RawAioOps *uring = raw_aio_ops_by_name("io_uring");
     if (nowait == 1 && engine_usable(uring)) {
@@ -480,6 +514,9 @@ static const RawAioOps *raw_auto_engine(bool direct, int nowait)
     const RawAioOps *native = raw_aio_ops_by_name("native");
     if (direct && engine_usable(native)) {
         return native;
+    }
+    if (!direct && nowait == 0 && ram_backed) {
+        return &raw_aio_inline_ops;
     }
     if (!direct && nowait == 0 && engine_usable(uring)) {
         return uring;               /* with IOSQE_ASYNC: raw_want_async_punt() */
@@ -594,10 +631,11 @@ static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *
     bool direct = s->open_flags & O_DIRECT;
     s->aio_requested = !strcmp(aio, "threads") ? "threads" :
                        !strcmp(aio, "native") ? "native" :
-                       !strcmp(aio, "io_uring") ? "io_uring" : "auto";
+                       !strcmp(aio, "io_uring") ? "io_uring" :
+                       !strcmp(aio, "inline") ? "inline" : "auto";
 
     if (!strcmp(s->aio_requested, "auto")) {
-        s->ops = raw_auto_engine(direct, s->nowait);
+        s->ops = raw_auto_engine(direct, s->nowait, s->ram_backed);
     } else {
         s->ops = raw_aio_ops_by_name(s->aio_requested);
         if (!s->ops) {
@@ -791,6 +829,7 @@ static int raw_open_common(BlockDriverState *bs, JsonObject *opts, bool host_dev
 
     raw_probe_alignment(s, s->fd, s->open_flags);
     s->nowait = raw_probe_nowait(s, s->fd);
+    s->ram_backed = raw_probe_ram_backed(s->fd, &st);
     raw_update_aio_flags(s);
 
     ret = raw_choose_engine(bs, s, opts, errp);

@@ -32,6 +32,7 @@ static const RawAioOps *const engine_table[] = {
     &raw_aio_threads_ops,
     &raw_aio_native_ops,
     &raw_aio_io_uring_ops,
+    &raw_aio_inline_ops,
 };
 
 const RawAioOps *raw_aio_ops_by_name(const char *name)

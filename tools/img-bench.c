@@ -111,7 +111,7 @@ void img_bench_usage(void)
            "  --no-drain            with --flush-interval: flush without waiting for requests in flight\n"
            "  -t cache              cache mode (none, writeback (default), writethrough, directsync, unsafe)\n"
            "  -n                    no host cache: the same as -t none\n"
-           "  -i aio                engine: threads, native, io_uring, auto (default)\n"
+           "  -i aio                engine: threads, native, io_uring, inline, auto (default)\n"
            "  -q                    accepted for compatibility (qemu-img bench prints its lines anyway)\n"
            "  -U                    force-share: do not take the image lock\n"
            "  --image-opts          filename is an options string (driver=null-co,size=1G)\n"

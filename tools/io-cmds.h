@@ -30,7 +30,7 @@ typedef struct IoSession {
 typedef struct IoOpenArgs {
     const char *format;        /* -f: NULL means raw */
     const char *cache;         /* -t: none|writeback|writethrough|directsync|unsafe, or NULL */
-    const char *aio;           /* -i: threads|native|io_uring|auto, or NULL */
+    const char *aio;           /* -i: threads|native|io_uring|inline|auto, or NULL */
     const char *discard;       /* -d: ignore|unmap, or NULL */
     const char *extra;         /* -o: more options (keyval or JSON), or NULL */
     bool read_only;            /* -r */

@@ -98,7 +98,7 @@ typedef struct RawAioConfig {
 typedef struct RawAioEngine RawAioEngine;
 
 typedef struct RawAioOps {
-    const char *name;                 /* "threads", "native", "io_uring" */
+    const char *name;                 /* "threads", "native", "io_uring", "inline" */
 
     /*
      * Whether the engine works on this system. Probed once and cached. On
@@ -164,8 +164,9 @@ struct RawAioEngine {
 extern const RawAioOps raw_aio_threads_ops;
 extern const RawAioOps raw_aio_native_ops;    /* stubs report "not compiled in" */
 extern const RawAioOps raw_aio_io_uring_ops;  /* stubs report "not compiled in" */
+extern const RawAioOps raw_aio_inline_ops;    /* synchronous, in the loop's thread */
 
-/* Looks an engine up by name ("threads", "native", "io_uring"); NULL if unknown. */
+/* Looks an engine up by name ("threads", "native", "io_uring", "inline"); NULL if unknown. */
 const RawAioOps *raw_aio_ops_by_name(const char *name);
 
 /*

@@ -59,7 +59,7 @@ static void usage(void)
 "             [,driver specific parameters...]\n"
 "             or the same as JSON: --blockdev '{\"driver\": ...}'\n"
 "                         configure a block node (see docs/options.md;\n"
-"                         file nodes take aio=threads|native|io_uring|auto)\n"
+"                         file nodes take aio=threads|native|io_uring|inline|auto)\n"
 "\n"
 "  --chardev socket,id=<id>,path=<path>,server=on,wait=off\n"
 "                         a UNIX socket for --monitor\n"

@@ -30,7 +30,7 @@
 
 typedef struct IntegrityCase {
     const char *name;            /* path component */
-    const char *aio;             /* aio= value: threads|native|io_uring|auto */
+    const char *aio;             /* aio= value: threads|native|io_uring|inline|auto */
     bool direct;                 /* cache.direct */
     bool tmpfs;                  /* file in /dev/shm */
     const char *extra;           /* more file-node options, "" for none */
@@ -45,6 +45,9 @@ static const IntegrityCase integrity_cases[] = {
     { "threads",               "threads",  false, false, "" },
     { "threads-direct",        "threads",  true,  false, "" },
     { "threads-tmpfs",         "threads",  false, true,  "" },
+    { "inline",                "inline",   false, false, "" },
+    { "inline-tmpfs",          "inline",   false, true,  "" },
+    { "auto-tmpfs",            "auto",     false, true,  "" },
     { "native-direct",         "native",   true,  false, "" },
     { "io_uring",              "io_uring", false, false, "" },
     { "io_uring-direct",       "io_uring", true,  false, "" },

@@ -222,7 +222,7 @@ static void test_check_enums(void)
 {
     check_fail("BlockdevOptions", "driver=file,filename=x,aio=uring",
                "Parameter 'aio' does not accept value 'uring'\n"
-               "Valid values: threads, native, io_uring, auto");
+               "Valid values: threads, native, io_uring, inline, auto");
     check_fail("BlockdevOptions", "driver=qcow2",
                "Parameter 'driver' does not accept value 'qcow2'\n"
                "Valid values: file, host_device, raw, null-co, null-aio, blkdebug");
@@ -316,7 +316,7 @@ static void test_check_union_raw(void)
              BASE_DEFAULTS ",\"offset\":0}");
     check_fail("BlockdevOptions", "driver=raw,file.driver=file,file.filename=x,file.aio=x",
                "Parameter 'file.aio' does not accept value 'x'\n"
-               "Valid values: threads, native, io_uring, auto");
+               "Valid values: threads, native, io_uring, inline, auto");
 }
 
 static void test_check_blkdebug_list(void)

@@ -168,7 +168,7 @@ static void test_drive_errors(void)
     check_drive_fail("format=raw", "Parameter 'file' is missing");
     check_drive_fail("file=disk.img,aio=fast",
                      "Parameter 'aio' does not accept value 'fast'\n"
-                     "Valid values: threads, native, io_uring, auto");
+                     "Valid values: threads, native, io_uring, inline, auto");
     check_drive_fail("file=disk.img,readonly=on", "Invalid parameter 'readonly'");
     check_drive_fail("file=disk.img,read-only=maybe",
                      "Parameter 'read-only' expects 'on' or 'off'");

@@ -78,7 +78,7 @@ static void test_help_file(void)
 {
     g_autofree char *out = capture(union_help, "BlockdevOptions", "file");
     g_assert_nonnull(strstr(out, "file options:\n"));
-    g_assert_nonnull(strstr(out, "\n  aio=<threads|native|io_uring|auto> - AIO engine"
+    g_assert_nonnull(strstr(out, "\n  aio=<threads|native|io_uring|inline|auto> - AIO engine"
                                  " (default: auto)\n"));
     g_assert_nonnull(strstr(out, "\n  aio-queue-depth=<int>    - io_uring and native: the"
                                  " most requests in flight in the kernel per event loop; 0"
