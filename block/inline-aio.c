@@ -51,6 +51,9 @@ static void inline_done_bh(void *opaque)
         ie->done_head = req->next;
         if (!ie->done_head) {
             ie->done_tail = NULL;
+        } else {
+            /* A callback that nests aio_poll() must find the rest runnable. */
+            aio_bh_schedule(ie->done_bh);
         }
         req->cb(req->opaque, (int)(intptr_t)req->engine_priv[0]);
     }
