@@ -500,10 +500,13 @@ static bool uring_option_chosen(JsonObject *given, JsonObject *opts, const char 
  * So on no-nowait O_DIRECT files native wins at depth 1 by 1.6-3x (IOSQE_ASYNC
  * io_uring only at depth 32 on zram), and on buffered no-nowait files
  * io_uring with IOSQE_ASYNC is the fastest asynchronous engine at both
- * depths (1.3-2.4x threads). But where such a file is in RAM (tmpfs, zram's
- * page cache) every asynchronous engine pays a thread hop for a memory
- * copy: inline synchronous I/O measured 8-20x io_uring+ASYNC at depth 1
- * and 2-4x at depth 32 (docs/devel/performance.md), so those get inline.
+ * depths (1.3-2.4x threads). But where such a file is in RAM (tmpfs, zram)
+ * the I/O is a memory copy done by whichever thread issues it: buffered,
+ * every asynchronous engine adds a thread hop (inline measured 1.2-4x
+ * io_uring+ASYNC); with O_DIRECT, native's io_submit already copies in
+ * our thread, and a plain pread is cheaper (inline 1.16-1.37x native at
+ * depth 1, 0.95-0.98x at depth 32; docs/devel/performance.md). So files in
+ * RAM get inline, whatever the cache mode.
  */
 static const RawAioOps *raw_auto_engine(bool direct, int nowait, bool ram_backed)
 {
@@ -511,12 +514,12 @@ static const RawAioOps *raw_auto_engine(bool direct, int nowait, bool ram_backed
     if (nowait == 1 && engine_usable(uring)) {
         return uring;
     }
+    if (nowait == 0 && ram_backed) {
+        return &raw_aio_inline_ops;
+    }
     const RawAioOps *native = raw_aio_ops_by_name("native");
     if (direct && engine_usable(native)) {
         return native;
-    }
-    if (!direct && nowait == 0 && ram_backed) {
-        return &raw_aio_inline_ops;
     }
     if (!direct && nowait == 0 && engine_usable(uring)) {
         return uring;               /* with IOSQE_ASYNC: raw_want_async_punt() */

@@ -171,8 +171,8 @@ static char *open_engine(const char *dir, const char *aio, bool direct, bool *pu
 
 /*
  * aio=auto's rule (raw_auto_engine()): io_uring where the file takes
- * non-blocking I/O; otherwise native with O_DIRECT, and without it inline
- * for a file in RAM (tmpfs here), io_uring with IOSQE_ASYNC elsewhere.
+ * non-blocking I/O; otherwise inline for a file in RAM (tmpfs here), native
+ * with O_DIRECT, io_uring with IOSQE_ASYNC.
  */
 static void check_auto(const char *dir, bool direct, bool nowait)
 {
@@ -184,9 +184,9 @@ static void check_auto(const char *dir, bool direct, bool nowait)
     }
     bool uring = engine_ok("io_uring"), native = engine_ok("native"), punt;
     const char *want = nowait && uring ? "io_uring" :
+                       !nowait ? "inline" :                /* tmpfs is in RAM */
                        direct && native ? "native" :
-                       !nowait && !direct ? "inline" :     /* tmpfs is in RAM */
-                       !nowait && uring ? "io_uring" : "threads";
+                       uring ? "io_uring" : "threads";
     char *e = open_engine(dir, "auto", direct, &punt);
     g_assert_cmpstr(e, ==, want);
     /* IOSQE_ASYNC exactly where io_uring cannot complete inline. */
