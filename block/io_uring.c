@@ -1149,9 +1149,31 @@ static void luring_reap(LuringEngine *e)
     if (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
         luring_run_task_work(e);
     }
+    /*
+     * Only the CQEs already there: a callback's submission that completes
+     * inside io_uring_enter (a page-cache hit) posts its CQE at once, and
+     * reaping on would run a depth-1 stream to its end without the loop
+     * ever turning; luring_flush() schedules the BH for those.
+     */
+    unsigned budget = 0;
+    bool counted = false;
+
     while (io_uring_peek_cqe(&e->ring, &cqe) == 0) {
         uint64_t ud = cqe->user_data;
         int res = cqe->res;
+
+        /*
+         * Counted after the first peek, which may itself run task work
+         * (liburing enters when IORING_SQ_TASKRUN is set) and post CQEs.
+         */
+        if (!counted) {
+            budget = io_uring_cq_ready(&e->ring);
+            counted = true;
+        }
+        if (budget-- == 0) {
+            luring_schedule_submit(e);      /* the rest, next pass */
+            break;
+        }
 
         /* Consume first: the callback may nest aio_poll and reap again. */
         io_uring_cqe_seen(&e->ring, cqe);
@@ -1282,6 +1304,7 @@ static void luring_sync_done(void *opaque, int ret)
 static void luring_done_bh(void *opaque)
 {
     LuringEngine *e = opaque;
+    RawAioReq *last = e->done_tail;   /* later ones wait for the next pass */
     RawAioReq *req;
 
     luring_cb_enter(e);
@@ -1291,6 +1314,15 @@ static void luring_done_bh(void *opaque)
             e->done_tail = NULL;
         }
         luring_finish(req, (int)(int64_t)req->engine_u64[1]);
+        if (req == last) {
+            /*
+             * A callback that submits again (a page-cache hit read inline
+             * lands here at once) would otherwise keep this pass going for
+             * the whole stream and starve the loop; done_push scheduled
+             * the BH for those.
+             */
+            break;
+        }
     }
     if (luring_cb_leave(e) && !e->reaping && !e->plugged && luring_staged(e)) {
         luring_flush(e);
