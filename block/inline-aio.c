@@ -20,18 +20,26 @@
  * instead of starving it. A callback may also nest aio_poll() waiting for
  * a request behind it on the list: the nested pass runs it, since the
  * list is popped one request at a time. Requests finish in submission
- * order, so a FLUSH never overtakes a write. Nothing is queued in the
- * kernel, so plugging has nothing to batch.
+ * order. Nothing is queued in the kernel, so plugging has nothing to batch.
+ *
+ * FLUSH is the exception: on a zram device it writes back (and compresses)
+ * every dirty page, which can take seconds, so it runs in the context's
+ * thread pool like aio=threads. Every request submitted before it has
+ * completed already (they ran in submit()), which is all a flush must
+ * cover; later requests may finish before it, as with any engine.
  */
 #include <errno.h>
 
 #include <glib.h>
 
 #include "block/raw-aio.h"
+#include "util/thread-pool.h"
 
 typedef struct InlineEngine {
     RawAioEngine hdr;
     AioBH *done_bh;
+    ThreadPool *pool;                  /* flushes; taken on the first one */
+    unsigned pool_inflight;
     RawAioReq *done_head, *done_tail;  /* finished, callback not yet run */
     uint64_t next_seq;                 /* of the next submitted request */
 } InlineEngine;
@@ -75,9 +83,12 @@ static void inline_destroy(RawAioEngine *e)
 {
     InlineEngine *ie = (InlineEngine *)e;
 
-    /* Every request is done already; only callbacks may be pending. */
-    while (ie->done_head) {
+    /* Every request but a flush in the pool is done; callbacks may be pending. */
+    while (ie->done_head || ie->pool_inflight) {
         aio_poll(e->ctx, true);
+    }
+    if (ie->pool) {
+        thread_pool_put(ie->pool);
     }
     aio_bh_delete(ie->done_bh);
     g_free(ie);
@@ -88,6 +99,20 @@ static int inline_add_file(RawAioEngine *e, int fd, int open_flags, Error **errp
     return -1;      /* nothing to register */
 }
 
+static int inline_pool_work(void *arg)
+{
+    return raw_aio_do_sync(arg);
+}
+
+static void inline_pool_done(void *opaque, int ret)
+{
+    RawAioReq *req = opaque;
+    InlineEngine *ie = req->engine_priv[1];
+
+    ie->pool_inflight--;
+    req->cb(req->opaque, ret);
+}
+
 static int inline_submit(RawAioEngine *e, RawAioReq *req)
 {
     InlineEngine *ie = (InlineEngine *)e;
@@ -96,6 +121,15 @@ static int inline_submit(RawAioEngine *e, RawAioReq *req)
         return -EINVAL;
     }
     req->done = 0;
+    if (req->type == RAW_AIO_FLUSH) {
+        if (!ie->pool) {
+            ie->pool = thread_pool_get(e->ctx);
+        }
+        req->engine_priv[1] = ie;
+        ie->pool_inflight++;
+        thread_pool_submit(ie->pool, inline_pool_work, req, inline_pool_done, req);
+        return 0;
+    }
     req->engine_priv[0] = (void *)(intptr_t)raw_aio_do_sync(req);
     req->engine_u64[0] = ie->next_seq++;
     req->next = NULL;
