@@ -23,8 +23,8 @@
  * order. Nothing is queued in the kernel, so plugging has nothing to batch.
  *
  * FLUSH is the exception: on a zram device it writes back (and compresses)
- * every dirty page, which can take seconds, so it runs in the context's
- * thread pool like aio=threads. Every request submitted before it has
+ * every dirty page, which can take seconds, so it goes to the context's
+ * aio=threads instance (its thread pool). Every request submitted before it has
  * completed already (they ran in submit()), which is all a flush must
  * cover; later requests may finish before it, as with any engine.
  */
@@ -33,13 +33,11 @@
 #include <glib.h>
 
 #include "block/raw-aio.h"
-#include "util/thread-pool.h"
 
 typedef struct InlineEngine {
     RawAioEngine hdr;
     AioBH *done_bh;
-    ThreadPool *pool;                  /* flushes; taken on the first one */
-    unsigned pool_inflight;
+    RawAioEngine *flusher;             /* aio=threads of the context, from the first flush */
     RawAioReq *done_head, *done_tail;  /* finished, callback not yet run */
     uint64_t next_seq;                 /* of the next submitted request */
 } InlineEngine;
@@ -83,12 +81,12 @@ static void inline_destroy(RawAioEngine *e)
 {
     InlineEngine *ie = (InlineEngine *)e;
 
-    /* Every request but a flush in the pool is done; callbacks may be pending. */
-    while (ie->done_head || ie->pool_inflight) {
+    /* Every request but a flush is done; callbacks may be pending. */
+    while (ie->done_head) {
         aio_poll(e->ctx, true);
     }
-    if (ie->pool) {
-        thread_pool_put(ie->pool);
+    if (ie->flusher) {
+        raw_aio_engine_put(ie->flusher);    /* waits for flushes in flight */
     }
     aio_bh_delete(ie->done_bh);
     g_free(ie);
@@ -97,20 +95,6 @@ static void inline_destroy(RawAioEngine *e)
 static int inline_add_file(RawAioEngine *e, int fd, int open_flags, Error **errp)
 {
     return -1;      /* nothing to register */
-}
-
-static int inline_pool_work(void *arg)
-{
-    return raw_aio_do_sync(arg);
-}
-
-static void inline_pool_done(void *opaque, int ret)
-{
-    RawAioReq *req = opaque;
-    InlineEngine *ie = req->engine_priv[1];
-
-    ie->pool_inflight--;
-    req->cb(req->opaque, ret);
 }
 
 static int inline_submit(RawAioEngine *e, RawAioReq *req)
@@ -122,13 +106,12 @@ static int inline_submit(RawAioEngine *e, RawAioReq *req)
     }
     req->done = 0;
     if (req->type == RAW_AIO_FLUSH) {
-        if (!ie->pool) {
-            ie->pool = thread_pool_get(e->ctx);
+        if (!ie->flusher) {
+            /* The same configuration file-posix gives aio=threads: one shared instance. */
+            RawAioConfig cfg = { .sq_thread_cpu = -1 };
+            ie->flusher = raw_aio_engine_get(&raw_aio_threads_ops, e->ctx, &cfg, &error_abort);
         }
-        req->engine_priv[1] = ie;
-        ie->pool_inflight++;
-        thread_pool_submit(ie->pool, inline_pool_work, req, inline_pool_done, req);
-        return 0;
+        return raw_aio_threads_ops.submit(ie->flusher, req);
     }
     req->engine_priv[0] = (void *)(intptr_t)raw_aio_do_sync(req);
     req->engine_u64[0] = ie->next_seq++;
