@@ -41,6 +41,7 @@
 #include <limits.h>
 #include <stddef.h>
 #include <linux/fs.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -100,6 +101,7 @@
 #define TAG_MAIN   0u
 #define TAG_LINK   1u     /* the fdatasync linked behind a FUA write */
 #define TAG_NOP    2u     /* luring_debug_nop(); pointer is the engine */
+#define TAG_LOOP   3u     /* our POLL_ADD on the loop's epoll fd; upper bits: its number */
 #define TAG_MASK   7u
 
 /* RawAioReq.engine_u64[0]: per-request state. */
@@ -141,6 +143,15 @@ typedef struct LuringEngine {
     bool reg_ring_fd;
     bool inline_reads;                 /* lone page-cache reads by preadv2 (RWF_NOWAIT) */
     bool blk_discard_cmd;              /* IORING_OP_URING_CMD usable for BLKDISCARD */
+    /*
+     * The loop blocks in our ring while we have requests in flight
+     * (aio_context_set_ring_waiter): one io_uring_enter submits and waits,
+     * and a one-shot POLL_ADD on the loop's epoll fd wakes it for fd events.
+     */
+    bool loop_waiter;
+    bool loop_poll_armed;              /* that POLL_ADD is in the kernel */
+    int loop_poll_fd;                  /* the epoll fd it watches */
+    uint64_t loop_poll_seq;            /* its number, in its user_data */
     /*
      * Sharing the fd monitor's ring: SQEs go on ctx's io_uring fd-monitor
      * ring (sq_ring), are submitted by the loop's next wait together with
@@ -602,9 +613,10 @@ static struct io_uring_sqe *luring_get_sqe(LuringEngine *e)
          * commit the head), so a slot we counted free may still look taken
          * for a moment: publish our SQEs (waking the thread if it sleeps)
          * and wait for space. Without SQPOLL the in-flight cap guarantees
-         * a free SQE.
+         * a free SQE, unless the loop's POLL_ADD (luring_loop_wait) took
+         * one and its submit failed (-EBUSY): push it out too.
          */
-        g_assert(e->shared || e->sqpoll);
+        g_assert(e->shared || e->sqpoll || e->loop_waiter);
         ret = io_uring_submit(e->sq_ring);
         if (ret >= 0 && e->sqpoll) {
             ret = io_uring_sqring_wait(e->sq_ring);
@@ -986,12 +998,18 @@ static inline int luring_inject(LuringEngine *e, RawAioReq *req, int res)
     return res;
 }
 
+static void luring_loop_poll_done(LuringEngine *e, uint64_t ud, int res);
+
 static void luring_handle_cqe(LuringEngine *e, uint64_t ud, int res)
 {
     RawAioReq *req = (RawAioReq *)(uintptr_t)(ud & ~(uint64_t)TAG_MASK);
     unsigned tag = ud & TAG_MASK;
     uint64_t st;
 
+    if (G_UNLIKELY(tag == TAG_LOOP)) {
+        luring_loop_poll_done(e, ud, res);    /* not a request: not in e->inflight */
+        return;
+    }
     e->inflight--;
     if (G_UNLIKELY(tag == TAG_NOP)) {
         e->nop_done = true;
@@ -1263,6 +1281,124 @@ static void luring_poll_end(void *opaque)
     }
 }
 #endif
+
+/* ---- The event loop waits in our ring --------------------------------------------- */
+
+static inline uint64_t luring_loop_poll_ud(uint64_t seq)
+{
+    return seq << 3 | TAG_LOOP;
+}
+
+/*
+ * Blocking in our ring saves, per wakeup, the eventfd signal, the wait in
+ * epoll and the eventfd read, and with DEFER_TASKRUN the enter that runs
+ * the completion work: the wait runs it. Not while plugged (the wait would
+ * submit what the plug holds back) or while the opt-in busy-poll mode has
+ * the eventfd off.
+ */
+static bool luring_loop_wanted(void *opaque)
+{
+    LuringEngine *e = opaque;
+
+    return e->inflight && !e->plugged && !e->polling;
+}
+
+static void luring_loop_waiter_stop(LuringEngine *e, int err)
+{
+    if (err != -EEXIST) {   /* luring_flush_ring() reports that one */
+        warn_report("io_uring: the event loop no longer waits in the engine's ring: %s",
+                    strerror(-err));
+    }
+    aio_context_clear_ring_waiter(e->base.ctx, e);
+    e->loop_waiter = false;
+}
+
+/* Our POLL_ADD on the loop's epoll fd completed. */
+static void luring_loop_poll_done(LuringEngine *e, uint64_t ud, int res)
+{
+    if (ud != luring_loop_poll_ud(e->loop_poll_seq)) {
+        return;     /* a replaced poll */
+    }
+    e->loop_poll_armed = false;
+    if (res < 0 && res != -ECANCELED && e->loop_waiter) {
+        /* Re-arming would fail the same way on every wait: stop instead. */
+        luring_loop_waiter_stop(e, res);
+    }
+}
+
+/* Returns 1 when epfd may be readable, 0 when not, -errno when it did not wait. */
+static int luring_loop_wait(void *opaque, int epfd, int64_t timeout_ns)
+{
+    LuringEngine *e = opaque;
+    struct __kernel_timespec ts;
+    struct io_uring_cqe *cqe;
+    unsigned head;
+    int ret;
+
+    if (!e->loop_poll_armed || e->loop_poll_fd != epfd) {
+        /*
+         * One-shot, so that a poll armed on a ready fd completes at once.
+         * A poll left on an epoll fd the loop replaced completes unnoticed
+         * (its number is old) at that fd's next event or at teardown.
+         */
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
+
+        if (!sqe) {
+            return -EBUSY;
+        }
+        io_uring_prep_poll_add(sqe, epfd, POLLIN);
+        sqe->user_data = luring_loop_poll_ud(++e->loop_poll_seq);
+        e->loop_poll_armed = true;
+        e->loop_poll_fd = epfd;
+    }
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000;
+        ts.tv_nsec = timeout_ns % 1000000000;
+    }
+    e->stats.loop_waits++;
+    /* Completions wake us here: an eventfd signal would be one more wakeup. */
+    io_uring_cq_eventfd_toggle(&e->ring, false);
+    ret = io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1,
+                                           timeout_ns >= 0 ? &ts : NULL, NULL);
+    io_uring_cq_eventfd_toggle(&e->ring, true);
+    /* As in luring_flush(): what arrived while it was off is in the CQ or the flag. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    e->taskrun_stale = false;
+    if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+        luring_loop_waiter_stop(e, ret);
+        return ret;
+    }
+    io_uring_for_each_cqe(&e->ring, head, cqe) {
+        if (cqe->user_data == luring_loop_poll_ud(e->loop_poll_seq)) {
+            e->stats.loop_fd_wakeups++;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static const AioRingWaiterOps luring_loop_waiter_ops = {
+    .wanted = luring_loop_wanted,
+    .wait = luring_loop_wait,
+};
+
+/*
+ * Whether the loop may wait in this ring: it needs the timeout argument of
+ * io_uring_enter (EXT_ARG, 5.11), a POLL_ADD the ring accepts (not IOPOLL;
+ * a restricted fixed-file ring would refuse the epoll fd) and the eventfd
+ * switch (x86, see LURING_EVENTFD_TOGGLE). RINGBLK_IO_URING_LOOP_WAIT=0
+ * turns it off for measurements.
+ */
+static bool luring_loop_wait_possible(LuringEngine *e, bool restrict_ring)
+{
+    const char *env = getenv("RINGBLK_IO_URING_LOOP_WAIT");
+
+    if (env && !strcmp(env, "0")) {
+        return false;
+    }
+    return LURING_EVENTFD_TOGGLE && !e->shared && !e->iopoll &&
+           (e->ring.features & IORING_FEAT_EXT_ARG) && !(restrict_ring && e->fixed_files);
+}
 
 static void luring_submit_bh(void *opaque)
 {
@@ -1960,6 +2096,11 @@ static int luring_restrict(LuringEngine *e, Error **errp)
         res[n].opcode = IORING_RESTRICTION_SQE_OP;
         res[n++].sqe_op = IORING_OP_URING_CMD;
     }
+    if (e->loop_waiter) {
+        /* The event loop's wait on its epoll fd (luring_loop_wait). */
+        res[n].opcode = IORING_RESTRICTION_SQE_OP;
+        res[n++].sqe_op = IORING_OP_POLL_ADD;
+    }
     for (size_t i = 0; i < G_N_ELEMENTS(regs); i++) {
         res[n].opcode = IORING_RESTRICTION_REGISTER_OP;
         res[n++].register_op = regs[i];
@@ -2140,6 +2281,8 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
         error_setg_errno(errp, -ret, "io_uring: cannot register the eventfd");
         goto fail;
     }
+    /* Decided before the restrictions, which then allow its POLL_ADD. */
+    e->loop_waiter = luring_loop_wait_possible(e, restrict_ring);
     if (restrict_ring) {
         ret = luring_restrict(e, errp);
         if (ret < 0) {
@@ -2165,6 +2308,10 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
     e->iopoll_bh = aio_bh_new(ctx, luring_iopoll_bh, e);
     aio_set_fd_handler(ctx, event_notifier_get_fd(&e->notifier), false, luring_fd_read,
                        NULL, luring_fd_poll, luring_fd_poll_ready, e);
+    /* One waiter per context: the first instance that can be it. */
+    if (e->loop_waiter) {
+        e->loop_waiter = aio_context_set_ring_waiter(ctx, &luring_loop_waiter_ops, e);
+    }
 #if LURING_EVENTFD_TOGGLE
     /* Measured no gain (docs/devel/io_uring.md): opt-in for further study. */
     if (getenv("RINGBLK_IO_URING_POLL_EVENTFD") &&
@@ -2186,6 +2333,10 @@ static void luring_destroy(RawAioEngine *base)
     LuringEngine *e = luring_of(base);
 
     e->plugged = 0;
+    if (e->loop_waiter) {
+        aio_context_clear_ring_waiter(base->ctx, e);
+        e->loop_waiter = false;
+    }
     if (e->submit_bh) {
         /* Every request completes, its callback runs, before the ring goes. */
         while (e->shared && (e->inflight || e->ovf_head || e->done_head || e->tp_inflight)) {
@@ -2299,6 +2450,7 @@ void luring_get_info(RawAioEngine *base, LuringInfo *info)
     info->fixed_buffers = e->pool != NULL;
     info->restricted = e->shared ? aio_context_fdmon_ring_restricted(e->base.ctx) : e->restricted;
     info->registered_ring_fd = e->reg_ring_fd;
+    info->loop_waiter = e->loop_waiter;
 }
 
 int luring_debug_nop(RawAioEngine *base)

@@ -225,6 +225,10 @@ struct AioContext {
     } fdmon_uring;
 #endif
 
+    /* --- an engine's ring the loop may block in (aio_context_set_ring_waiter) --- */
+    const AioRingWaiterOps *ring_waiter;
+    void *ring_waiter_opaque;
+
     /* --- adaptive busy polling --- */
     int64_t poll_max_ns;
     int64_t poll_grow;

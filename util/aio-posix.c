@@ -369,7 +369,8 @@ bool aio_context_set_fdmon(AioContext *ctx, AioFdMonType type, Error **errp)
         type = AIO_FDMON_POLL;
         /* fall through */
     case AIO_FDMON_POLL:
-        ops = ctx->n_fds > FDMON_EPOLL_UP_THRESHOLD ? &fdmon_epoll_ops : &fdmon_poll_ops;
+        ops = ctx->n_fds > FDMON_EPOLL_UP_THRESHOLD || ctx->ring_waiter ?
+              &fdmon_epoll_ops : &fdmon_poll_ops;
         if (!aio_fdmon_switch(ctx, ops, &local_err)) {
             /* epoll failed: poll always works */
             error_free(local_err);
@@ -437,13 +438,22 @@ static void aio_fdmon_maybe_switch_slow(AioContext *ctx)
         ctx->fdmon_pinned) {
         return;
     }
-    if (ctx->fdmon_ops == &fdmon_poll_ops && ctx->n_fds > FDMON_EPOLL_UP_THRESHOLD) {
+    /* A ring waiter needs an epoll fd to poll (aio_context_set_ring_waiter). */
+    if (ctx->fdmon_ops == &fdmon_poll_ops &&
+        (ctx->n_fds > FDMON_EPOLL_UP_THRESHOLD || ctx->ring_waiter)) {
         if (!aio_fdmon_switch(ctx, &fdmon_epoll_ops, &local_err)) {
             warn_report("%s; staying with poll", error_get_pretty(local_err));
             error_free(local_err);
             ctx->fdmon_switch_failed = true;
+        } else if (ctx->fdmon_epoll.broken) {
+            /*
+             * A handler moved over has an fd epoll cannot watch (a regular
+             * file on stdin): the wait about to begin would miss it.
+             */
+            aio_fdmon_switch(ctx, &fdmon_poll_ops, &error_abort);
+            ctx->fdmon_switch_failed = true;
         }
-    } else if (ctx->fdmon_ops == &fdmon_epoll_ops &&
+    } else if (ctx->fdmon_ops == &fdmon_epoll_ops && !ctx->ring_waiter &&
                ctx->n_fds < FDMON_EPOLL_DOWN_THRESHOLD) {
         aio_fdmon_switch(ctx, &fdmon_poll_ops, &error_abort);
     }
@@ -580,6 +590,55 @@ static bool aio_try_poll_mode(AioContext *ctx, AioHandlerReadyList *ready,
     return false;
 }
 
+/* ---- waiting in an engine's ring ----------------------------------------------------------- */
+
+bool aio_context_set_ring_waiter(AioContext *ctx, const AioRingWaiterOps *ops, void *opaque)
+{
+    if (ctx->ring_waiter) {
+        return false;
+    }
+    ctx->ring_waiter = ops;
+    ctx->ring_waiter_opaque = opaque;
+    ctx->fdmon_recheck = true;      /* poll -> epoll at the next aio_poll() */
+    return true;
+}
+
+void aio_context_clear_ring_waiter(AioContext *ctx, void *opaque)
+{
+    if (ctx->ring_waiter && ctx->ring_waiter_opaque == opaque) {
+        ctx->ring_waiter = NULL;
+        ctx->ring_waiter_opaque = NULL;
+        ctx->fdmon_recheck = true;
+    }
+}
+
+static inline bool aio_ring_waiter_wanted(AioContext *ctx)
+{
+    return ctx->ring_waiter && ctx->fdmon_ops == &fdmon_epoll_ops &&
+           ctx->ring_waiter->wanted(ctx->ring_waiter_opaque);
+}
+
+/*
+ * A blocking wait in the waiter's ring instead of epoll_pwait2(). The ring
+ * watches the epoll fd, so fd events wake it too; they are then collected
+ * by a zero-timeout look at epoll. The ring's completions are found by the
+ * waiter's io_poll function, as busy polling would find them.
+ */
+static void aio_wait_in_ring(AioContext *ctx, AioHandlerReadyList *ready, int64_t timeout)
+{
+    int ret = ctx->ring_waiter->wait(ctx->ring_waiter_opaque, ctx->fdmon_epoll.epfd,
+                                     timeout);
+
+    if (ret < 0) {
+        ctx->fdmon_ops->wait(ctx, ready, timeout);
+        return;
+    }
+    if (ret > 0) {
+        ctx->fdmon_ops->wait(ctx, ready, 0);
+    }
+    aio_run_poll_handlers_once(ctx, ready);
+}
+
 /* ---- dispatch -------------------------------------------------------------------------- */
 
 static bool aio_dispatch_ready(AioContext *ctx, AioHandlerReadyList *ready)
@@ -673,6 +732,8 @@ bool aio_poll(AioContext *ctx, bool blocking)
                  * (null-co at depth 1: one ppoll per request before).
                  */
                 aio_run_poll_handlers_once(ctx, &ready);
+            } else if (timeout != 0 && aio_ring_waiter_wanted(ctx)) {
+                aio_wait_in_ring(ctx, &ready, timeout);
             } else {
                 ctx->fdmon_ops->wait(ctx, &ready, timeout);
             }

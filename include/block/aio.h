@@ -226,6 +226,37 @@ bool aio_context_fdmon_ring_restricted(AioContext *ctx);
 void aio_context_set_fdmon_cqe_handler(AioContext *ctx, AioFdMonCqeHandler *cb,
                                        void *opaque);
 
+/* ---- Waiting in an engine's ring -------------------------------------------- */
+
+/*
+ * A ring waiter: an AIO engine whose io_uring the loop blocks in, instead
+ * of in the fd monitor, while the engine wants it (requests in flight).
+ * One io_uring_enter() then submits, waits for the engine's completions
+ * (running its deferred completion work) and for the fd monitor's epoll fd,
+ * on which the waiter keeps a one-shot POLL_ADD: the engine's eventfd, a
+ * ppoll and an eventfd read per wakeup are saved. Only with the epoll fd
+ * monitor; a context whose monitor is "poll" (the default) moves to epoll
+ * while a waiter is set. docs/devel/event-loop.md has the rules.
+ */
+typedef struct AioRingWaiterOps {
+    /* Whether the next blocking wait should be in the ring (cheap, no syscall). */
+    bool (*wanted)(void *opaque);
+    /*
+     * Waits up to timeout_ns (> 0, or -1: forever) for a completion in the
+     * ring or for epfd to become readable. Returns 1 when epfd may be
+     * readable, 0 when not, -errno when it could not wait (the loop then
+     * waits in the fd monitor). Runs no callback: the loop finds the
+     * completions with the waiter's io_poll function afterwards.
+     */
+    int (*wait)(void *opaque, int epfd, int64_t timeout_ns);
+} AioRingWaiterOps;
+
+/* Sets ctx's waiter (owning thread); false if another one is set. */
+bool aio_context_set_ring_waiter(AioContext *ctx, const AioRingWaiterOps *ops,
+                                 void *opaque);
+/* Clears it if opaque is the waiter. */
+void aio_context_clear_ring_waiter(AioContext *ctx, void *opaque);
+
 /* ---- Cross-thread waiting ---------------------------------------------------- */
 
 /*

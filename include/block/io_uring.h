@@ -44,6 +44,8 @@ typedef struct LuringStats {
     uint64_t sync_ops;       /* operations done synchronously (ring cannot) */
     uint64_t fixed_buf_ops;  /* READ_FIXED / WRITE_FIXED */
     uint64_t inline_reads;   /* page-cache hits read by preadv2(RWF_NOWAIT) at submit */
+    uint64_t loop_waits;     /* blocking waits of the event loop in our ring */
+    uint64_t loop_fd_wakeups;/* ... that ended because an fd became ready */
 } LuringStats;
 
 void luring_get_stats(RawAioEngine *e, LuringStats *st);
@@ -59,6 +61,7 @@ typedef struct LuringInfo {
     bool fixed_buffers;
     bool restricted;
     bool registered_ring_fd;
+    bool loop_waiter;        /* the event loop blocks in this ring (aio_context_set_ring_waiter) */
 } LuringInfo;
 
 void luring_get_info(RawAioEngine *e, LuringInfo *info);

@@ -1059,7 +1059,10 @@ static void test_busy_poll(void)
 
     g_assert_cmpint(posix_memalign((void **)&buf, 4096, 4096), ==, 0);
     ctx = aio_context_new(&error_abort);
+    /* Waiting in the ring reads no eventfd either: measure the eventfd path. */
+    g_setenv("RINGBLK_IO_URING_LOOP_WAIT", "0", TRUE);
     e = create_engine(&cfg);
+    g_unsetenv("RINGBLK_IO_URING_LOOP_WAIT");
     plain = direct_reads(e, fd, buf, 32);
     check_pattern(buf, 31 * 4096, 4096);
     g_assert_cmpuint(plain, >, 0);          /* the eventfd path is what we count */
@@ -1082,6 +1085,154 @@ static void test_busy_poll(void)
     ctx = saved;
     free(buf);
     close(fd);
+}
+
+/* ---- The event loop waits in the engine's ring ------------------------------------------ */
+
+static void set_flag_cb(void *opaque)
+{
+    *(bool *)opaque = true;
+}
+
+static void pipe_ready_cb(void *opaque)
+{
+    int *p = opaque;
+    char c;
+
+    g_assert_cmpint(read(p[0], &c, 1), ==, 1);
+    p[2]++;
+}
+
+typedef struct LateBh {
+    AioContext *ctx;
+    bool ran;
+} LateBh;
+
+static void late_bh_cb(void *opaque)
+{
+    ((LateBh *)opaque)->ran = true;
+}
+
+/* Schedules a BH from another thread once the loop has had time to block. */
+static gpointer late_bh_thread(gpointer opaque)
+{
+    LateBh *l = opaque;
+
+    g_usleep(50 * 1000);
+    aio_bh_schedule_oneshot(l->ctx, late_bh_cb, l);
+    return NULL;
+}
+
+/*
+ * While requests are in flight the loop blocks in the engine's ring
+ * (aio_context_set_ring_waiter), and everything else the loop watches must
+ * still wake it: an fd handler (through the ring's POLL_ADD on the loop's
+ * epoll fd), a timer (the wait's timeout) and a BH scheduled from another
+ * thread (aio_notify). The request in flight is a read from an empty pipe,
+ * so it stays in flight until the test writes to the pipe.
+ */
+static void test_loop_wait(void)
+{
+    AioContext *saved = ctx;
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e, *e2;
+    LuringInfo info;
+    LuringStats st;
+    int in_flight[2], other[3];
+    char data[16] = "fifteen bytes..", got[16] = "";
+    TestReq t;
+    AioTimer *timer;
+    bool fired = false;
+    LateBh late = { 0 };
+    GThread *th;
+
+    ctx = aio_context_new(&error_abort);
+    e = create_engine(&cfg);
+    luring_get_info(e, &info);
+    if (!info.loop_waiter) {
+        g_test_skip("the kernel lacks IORING_FEAT_EXT_ARG (5.11)");
+        ops->destroy(e);
+        aio_context_unref(ctx);
+        ctx = saved;
+        return;
+    }
+    /* One waiter per context. */
+    e2 = create_engine(&cfg);
+    luring_get_info(e2, &info);
+    g_assert_false(info.loop_waiter);
+    ops->destroy(e2);
+
+    g_assert_cmpint(pipe2(in_flight, O_CLOEXEC), ==, 0);
+    g_assert_cmpint(pipe2(other, O_CLOEXEC | O_NONBLOCK), ==, 0);
+    other[2] = 0;
+    aio_set_fd_handler(ctx, other[0], false, pipe_ready_cb, NULL, NULL, NULL, other);
+    aio_poll(ctx, false);
+    g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "epoll");   /* poll moved */
+
+    prep(&t, RAW_AIO_READ, in_flight[0], -1, 0, got, sizeof(got));
+    g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+
+    /* An fd event. */
+    g_assert_cmpint(write(other[1], "x", 1), ==, 1);
+    while (other[2] == 0) {
+        aio_poll(ctx, true);
+    }
+    g_assert_false(t.done);
+    luring_get_stats(e, &st);
+    g_assert_cmpuint(st.loop_waits, >=, 1);
+    g_assert_cmpuint(st.loop_fd_wakeups, >=, 1);
+
+    /* A timer. */
+    timer = aio_timer_new(ctx, AIO_CLOCK_MONOTONIC, set_flag_cb, &fired);
+    aio_timer_mod_ns(timer, aio_clock_get_ns(AIO_CLOCK_MONOTONIC) + 20 * 1000 * 1000);
+    while (!fired) {
+        aio_poll(ctx, true);
+    }
+    g_assert_false(t.done);
+    aio_timer_free(timer);
+
+    /* A BH from another thread. */
+    late.ctx = ctx;
+    th = g_thread_new("late-bh", late_bh_thread, &late);
+    while (!late.ran) {
+        aio_poll(ctx, true);
+    }
+    g_thread_join(th);
+    g_assert_false(t.done);
+
+    /* The request itself: its completion ends a wait in the ring. */
+    luring_get_stats(e, &st);
+    g_assert_cmpint(write(in_flight[1], data, sizeof(data)), ==, sizeof(data));
+    wait_for(&t);
+    g_assert_cmpint(t.ret, ==, 0);
+    g_assert_cmpmem(got, sizeof(got), data, sizeof(data));
+    {
+        LuringStats after;
+
+        luring_get_stats(e, &after);
+        g_assert_cmpuint(after.loop_waits, >, st.loop_waits);
+    }
+
+    aio_set_fd_handler(ctx, other[0], false, NULL, NULL, NULL, NULL, NULL);
+    ops->destroy(e);
+    /* Without a waiter a context with few fds goes back to poll. */
+    aio_poll(ctx, false);
+    g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "poll");
+
+    /* Turned off for measurements. */
+    g_setenv("RINGBLK_IO_URING_LOOP_WAIT", "0", TRUE);
+    e = create_engine(&cfg);
+    g_unsetenv("RINGBLK_IO_URING_LOOP_WAIT");
+    luring_get_info(e, &info);
+    g_assert_false(info.loop_waiter);
+    ops->destroy(e);
+
+    aio_context_unref(ctx);
+    ctx = saved;
+    close(in_flight[0]);
+    close(in_flight[1]);
+    close(other[0]);
+    close(other[1]);
 }
 
 /* ---- SQPOLL thread CPU after the idle time ------------------------------------------ */
@@ -1892,6 +2043,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/sqpoll-full-ring", test_sqpoll_full_ring);
     g_test_add_func("/io_uring/sqpoll-idle-cpu", test_sqpoll_idle_cpu);
     g_test_add_func("/io_uring/busy-poll", test_busy_poll);
+    g_test_add_func("/io_uring/loop-wait", test_loop_wait);
     g_test_add_func("/io_uring/iopoll-refused", test_iopoll_refused);
     g_test_add_func("/io_uring/restrict", test_restrict);
     g_test_add_func("/io_uring/destroy-inflight", test_destroy_inflight);

@@ -762,6 +762,146 @@ static void test_fdmon_epoll_regular_file(void)
     aio_context_unref(ctx);
 }
 
+/* ---- ring waiters ------------------------------------------------------------------------- */
+
+/*
+ * A stand-in for an engine's ring: wait() records its arguments and, in
+ * this test, blocks in epoll itself, so the contract can be checked
+ * without io_uring (test-io-uring covers the real one).
+ */
+typedef struct FakeWaiter {
+    bool want;
+    int ret;                 /* < 0: fail without waiting */
+    int waits;
+    int epfd;
+    int64_t last_timeout;
+} FakeWaiter;
+
+static void set_bool_cb(void *opaque)
+{
+    *(bool *)opaque = true;
+}
+
+static bool fake_wanted(void *opaque)
+{
+    return ((FakeWaiter *)opaque)->want;
+}
+
+static int fake_wait(void *opaque, int epfd, int64_t timeout_ns)
+{
+    FakeWaiter *w = opaque;
+    struct pollfd pfd = { .fd = epfd, .events = POLLIN };
+
+    w->waits++;
+    w->epfd = epfd;
+    w->last_timeout = timeout_ns;
+    if (w->ret < 0) {
+        return w->ret;
+    }
+    g_assert_cmpint(poll(&pfd, 1, timeout_ns < 0 ? -1 : (int)(timeout_ns / 1000000)), >=, 0);
+    return pfd.revents ? 1 : 0;
+}
+
+static const AioRingWaiterOps fake_waiter_ops = {
+    .wanted = fake_wanted,
+    .wait = fake_wait,
+};
+
+/*
+ * A waiter moves a poll context to epoll and gets the blocking waits while
+ * it wants them: never the non-blocking ones, and fd events found through
+ * the epoll fd are dispatched. One waiter per context; a failing wait falls
+ * back to the fd monitor; clearing it lets the context go back to poll.
+ */
+static void test_ring_waiter(void)
+{
+    AioContext *ctx = aio_context_new(&error_abort);
+    FakeWaiter w = { .want = true }, other = { 0 };
+    FdData d;
+    AioTimer *t;
+    bool fired = false;
+
+    fd_data_init(&d, ctx);
+    aio_set_fd_handler(ctx, d.e.fd, false, fd_read_cb, NULL, NULL, NULL, &d);
+    g_assert_true(aio_context_set_ring_waiter(ctx, &fake_waiter_ops, &w));
+    g_assert_false(aio_context_set_ring_waiter(ctx, &fake_waiter_ops, &other));
+    aio_poll(ctx, false);
+    g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "epoll");
+    g_assert_cmpint(w.waits, ==, 0);
+
+    /* An fd event ends the waiter's wait and is dispatched. */
+    event_notifier_set(&d.e);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(d.reads, ==, 1);
+    g_assert_cmpint(w.waits, ==, 1);
+    g_assert_cmpint(w.last_timeout, ==, -1);
+    g_assert_cmpint(w.epfd, >=, 0);
+
+    /* The timeout it gets is the timer's. */
+    t = aio_timer_new(ctx, AIO_CLOCK_MONOTONIC, set_bool_cb, &fired);
+    aio_timer_mod_ns(t, aio_clock_get_ns(AIO_CLOCK_MONOTONIC) + 5 * 1000 * 1000);
+    while (!fired) {
+        aio_poll(ctx, true);
+    }
+    g_assert_cmpint(w.last_timeout, >, 0);
+    g_assert_cmpint(w.last_timeout, <=, 5 * 1000 * 1000);
+    aio_timer_free(t);
+
+    /* Not wanted: the fd monitor waits. */
+    w.want = false;
+    w.waits = 0;
+    event_notifier_set(&d.e);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(d.reads, ==, 2);
+    g_assert_cmpint(w.waits, ==, 0);
+
+    /* A wait that fails hands the same wait to the fd monitor. */
+    w.want = true;
+    w.ret = -EBUSY;
+    event_notifier_set(&d.e);
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(d.reads, ==, 3);
+    g_assert_cmpint(w.waits, ==, 1);
+
+    aio_context_clear_ring_waiter(ctx, &other);      /* not the waiter: no-op */
+    aio_poll(ctx, false);
+    g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "epoll");
+    aio_context_clear_ring_waiter(ctx, &w);
+    aio_poll(ctx, false);
+    g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "poll");
+
+    aio_set_fd_handler(ctx, d.e.fd, false, NULL, NULL, NULL, NULL, NULL);
+    event_notifier_cleanup(&d.e);
+    aio_context_unref(ctx);
+}
+
+/*
+ * A handler on a regular file (ringblk-io reading a script on stdin) keeps
+ * the context on poll even with a waiter: epoll cannot watch it, and the
+ * move must not leave the wait that follows blind to it.
+ */
+static void test_ring_waiter_regular_file(void)
+{
+    AioContext *ctx = aio_context_new(&error_abort);
+    FakeWaiter w = { .want = true };
+    PipeData p = { 0 };
+    char path[] = "/tmp/ringblk-test-aio-XXXXXX";
+    int file_fd = mkstemp(path);
+
+    g_assert_cmpint(file_fd, >=, 0);
+    unlink(path);
+    aio_set_fd_handler(ctx, file_fd, false, NULL, pipe_write_cb, NULL, NULL, &p);
+    g_assert_true(aio_context_set_ring_waiter(ctx, &fake_waiter_ops, &w));
+    g_assert_true(aio_poll(ctx, true));
+    g_assert_cmpint(p.writes, ==, 1);
+    g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "poll");
+    g_assert_cmpint(w.waits, ==, 0);
+    aio_context_clear_ring_waiter(ctx, &w);
+    aio_set_fd_handler(ctx, file_fd, false, NULL, NULL, NULL, NULL, NULL);
+    close(file_fd);
+    aio_context_unref(ctx);
+}
+
 /* Explicit epoll never switches back. */
 static void test_fdmon_epoll_sticky(void)
 {
@@ -1550,5 +1690,7 @@ int main(int argc, char **argv)
     g_test_add_func("/aio/fdmon/switch-in-callback", test_fdmon_switch_in_callback);
     g_test_add_func("/aio/fdmon/epoll/sticky", test_fdmon_epoll_sticky);
     g_test_add_func("/aio/fdmon/epoll/regular-file-falls-back", test_fdmon_epoll_regular_file);
+    g_test_add_func("/aio/fdmon/ring-waiter", test_ring_waiter);
+    g_test_add_func("/aio/fdmon/ring-waiter/regular-file", test_ring_waiter_regular_file);
     return g_test_run();
 }
