@@ -149,6 +149,7 @@ typedef struct LuringEngine {
      * and a one-shot POLL_ADD on the loop's epoll fd wakes it for fd events.
      */
     bool loop_waiter;
+    bool submit_deferred;              /* staged SQEs left for the loop's next wait */
     bool loop_poll_armed;              /* that POLL_ADD is in the kernel */
     int loop_poll_fd;                  /* the epoll fd it watches */
     uint64_t loop_poll_seq;            /* its number, in its user_data */
@@ -766,6 +767,7 @@ static void luring_flush(LuringEngine *e)
     if (e->shared) {
         return;     /* the loop's next wait submits the shared ring */
     }
+    e->submit_deferred = false;
 #if LURING_EVENTFD_TOGGLE
     if (!e->polling && !e->sqpoll && !e->iopoll && io_uring_sq_ready(&e->ring)) {
         io_uring_cq_eventfd_toggle(&e->ring, false);
@@ -834,6 +836,21 @@ static void luring_flush_ring(LuringEngine *e)
     }
 }
 
+/*
+ * End of a batch of completions: submit what the callbacks queued. When the
+ * loop waits in our ring, its next wait submits them in the same
+ * io_uring_enter (the loop calls luring_loop_flush() first if it does
+ * anything else): one syscall per depth-1 request instead of two.
+ */
+static inline void luring_flush_after_callbacks(LuringEngine *e)
+{
+    if (e->loop_waiter && !e->sqpoll) {
+        e->submit_deferred = true;
+        return;
+    }
+    luring_flush(e);
+}
+
 /* Submit now, or leave it to the end of the batch/unplug/BH. */
 static inline void luring_kick(LuringEngine *e)
 {
@@ -851,7 +868,11 @@ static inline void luring_kick(LuringEngine *e)
         luring_schedule_submit(e);
         return;
     }
-    luring_flush(e);
+    if (e->reaping) {
+        luring_flush_after_callbacks(e);
+    } else {
+        luring_flush(e);
+    }
     if (e->iopoll && !e->sqpoll && e->inflight) {
         aio_bh_schedule(e->iopoll_bh);
     }
@@ -1215,7 +1236,7 @@ static void luring_reap(LuringEngine *e)
             e->submit_bh_pending = false;
             aio_bh_cancel(e->submit_bh);
         }
-        luring_flush(e);
+        luring_flush_after_callbacks(e);
     } else if (!e->reaping && e->submit_bh_pending && !luring_staged(e) &&
                !luring_has_work(e)) {
         /* Nothing to submit and nothing to reap: the BH would find no work. */
@@ -1303,6 +1324,18 @@ static bool luring_loop_wanted(void *opaque)
     return e->inflight && !e->plugged && !e->polling;
 }
 
+static void luring_loop_flush(void *opaque)
+{
+    LuringEngine *e = opaque;
+
+    if (e->submit_deferred) {
+        e->submit_deferred = false;
+        if (!e->plugged) {
+            luring_flush(e);
+        }
+    }
+}
+
 static void luring_loop_waiter_stop(LuringEngine *e, int err)
 {
     if (err != -EEXIST) {   /* luring_flush_ring() reports that one */
@@ -1311,6 +1344,7 @@ static void luring_loop_waiter_stop(LuringEngine *e, int err)
     }
     aio_context_clear_ring_waiter(e->base.ctx, e);
     e->loop_waiter = false;
+    luring_loop_flush(e);
 }
 
 /* Our POLL_ADD on the loop's epoll fd completed. */
@@ -1356,6 +1390,7 @@ static int luring_loop_wait(void *opaque, int epfd, int64_t timeout_ns)
         ts.tv_nsec = timeout_ns % 1000000000;
     }
     e->stats.loop_waits++;
+    e->submit_deferred = false;         /* this enter submits everything staged */
     /* Completions wake us here: an eventfd signal would be one more wakeup. */
     io_uring_cq_eventfd_toggle(&e->ring, false);
     ret = io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1,
@@ -1380,6 +1415,7 @@ static int luring_loop_wait(void *opaque, int epfd, int64_t timeout_ns)
 static const AioRingWaiterOps luring_loop_waiter_ops = {
     .wanted = luring_loop_wanted,
     .wait = luring_loop_wait,
+    .flush = luring_loop_flush,
 };
 
 /*
@@ -1413,10 +1449,10 @@ static void luring_submit_bh(void *opaque)
     /*
      * Unlike luring_reap()'s own flush, also inside an outer reap: this BH
      * exists for a callback that nests aio_poll() waiting for what it
-     * submitted.
+     * submitted (a loop that waits in our ring submits it with that wait).
      */
     if (!e->plugged) {
-        luring_flush(e);
+        luring_flush_after_callbacks(e);
     }
 }
 
@@ -2336,6 +2372,7 @@ static void luring_destroy(RawAioEngine *base)
     if (e->loop_waiter) {
         aio_context_clear_ring_waiter(base->ctx, e);
         e->loop_waiter = false;
+        luring_loop_flush(e);
     }
     if (e->submit_bh) {
         /* Every request completes, its callback runs, before the ring goes. */

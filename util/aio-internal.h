@@ -275,6 +275,17 @@ static inline bool aio_timers_armed(AioContext *ctx)
     return false;
 }
 
+/*
+ * The loop is about to do something other than wait in the ring waiter's
+ * ring: the waiter sends what it kept for that wait.
+ */
+static inline void aio_ring_waiter_flush(AioContext *ctx)
+{
+    if (ctx->ring_waiter) {
+        ctx->ring_waiter->flush(ctx->ring_waiter_opaque);
+    }
+}
+
 /* Runs scheduled BHs (all batches, including a nested caller's); true if any ran. */
 bool aio_bh_poll(AioContext *ctx);
 /* True if a BH is scheduled or aio_notify() was called since the last accept. */

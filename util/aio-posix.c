@@ -555,6 +555,8 @@ static bool aio_try_poll_mode(AioContext *ctx, AioHandlerReadyList *ready,
         int64_t start = aio_clock_get_ns(AIO_CLOCK_MONOTONIC);
         int64_t elapsed;
 
+        aio_ring_waiter_flush(ctx);     /* polling for what nobody submitted would spin */
+
         /*
          * Queued backend work (io_uring SQEs: re-arms, registrations) goes
          * to the kernel first, without blocking; what it completes at once
@@ -731,10 +733,12 @@ bool aio_poll(AioContext *ctx, bool blocking)
                  * sees what a zero-timeout ppoll would, without the syscall
                  * (null-co at depth 1: one ppoll per request before).
                  */
+                aio_ring_waiter_flush(ctx);
                 aio_run_poll_handlers_once(ctx, &ready);
             } else if (timeout != 0 && aio_ring_waiter_wanted(ctx)) {
                 aio_wait_in_ring(ctx, &ready, timeout);
             } else {
+                aio_ring_waiter_flush(ctx);
                 ctx->fdmon_ops->wait(ctx, &ready, timeout);
             }
             if (published) {
@@ -763,6 +767,11 @@ bool aio_poll(AioContext *ctx, bool blocking)
             break;
         }
         /* Woken early (a timer not quite due, a handler gone): wait again. */
+    }
+
+    if (!blocking) {
+        /* The caller may not come back soon: what callbacks submitted goes now. */
+        aio_ring_waiter_flush(ctx);
     }
 
     /* The window adapts to how long this whole call waited. */

@@ -249,9 +249,22 @@ typedef struct AioRingWaiterOps {
      * completions with the waiter's io_poll function afterwards.
      */
     int (*wait)(void *opaque, int epfd, int64_t timeout_ns);
+    /*
+     * Sends what the waiter kept for its next wait (submissions made by
+     * completion callbacks). The loop calls it whenever it does anything
+     * else: a non-blocking pass, busy polling, a wait in the fd monitor, the
+     * end of a non-blocking aio_poll(), GSource prepare. Cheap when there
+     * is nothing to send.
+     */
+    void (*flush)(void *opaque);
 } AioRingWaiterOps;
 
-/* Sets ctx's waiter (owning thread); false if another one is set. */
+/*
+ * Sets ctx's waiter (owning thread); false if another one is set. So a
+ * request a completion callback submits may start only when the loop next
+ * polls or waits, not when aio_poll() returns: drive the context with
+ * aio_poll() or its GSource, as every user does.
+ */
 bool aio_context_set_ring_waiter(AioContext *ctx, const AioRingWaiterOps *ops,
                                  void *opaque);
 /* Clears it if opaque is the waiter. */

@@ -1213,6 +1213,30 @@ static void test_loop_wait(void)
         g_assert_cmpuint(after.loop_waits, >, st.loop_waits);
     }
 
+    /*
+     * What a completion callback submits rides on the loop's next wait: a
+     * chain of 20 dependent reads costs one submitting enter (the first,
+     * from outside a callback) and at least 19 waits.
+     */
+    {
+        int fd = make_file("loopchain", 0, FILE_SIZE);
+        LuringStats before, after;
+        Chain c = { .e = e, .left = 20 };
+
+        luring_get_stats(e, &before);
+        prep(&c.t, RAW_AIO_READ, fd, -1, 0, c.buf, 512);
+        c.t.req.cb = chain_cb;
+        c.t.req.opaque = &c;
+        g_assert_cmpint(raw_aio_submit(e, &c.t.req), ==, 0);
+        while (c.left) {
+            aio_poll(ctx, true);
+        }
+        luring_get_stats(e, &after);
+        g_assert_cmpuint(after.enters - before.enters, ==, 1);
+        g_assert_cmpuint(after.loop_waits - before.loop_waits, >=, 19);
+        close(fd);
+    }
+
     aio_set_fd_handler(ctx, other[0], false, NULL, NULL, NULL, NULL, NULL);
     ops->destroy(e);
     /* Without a waiter a context with few fds goes back to poll. */

@@ -773,6 +773,7 @@ typedef struct FakeWaiter {
     bool want;
     int ret;                 /* < 0: fail without waiting */
     int waits;
+    int flushes;
     int epfd;
     int64_t last_timeout;
 } FakeWaiter;
@@ -802,9 +803,15 @@ static int fake_wait(void *opaque, int epfd, int64_t timeout_ns)
     return pfd.revents ? 1 : 0;
 }
 
+static void fake_flush(void *opaque)
+{
+    ((FakeWaiter *)opaque)->flushes++;
+}
+
 static const AioRingWaiterOps fake_waiter_ops = {
     .wanted = fake_wanted,
     .wait = fake_wait,
+    .flush = fake_flush,
 };
 
 /*
@@ -825,15 +832,19 @@ static void test_ring_waiter(void)
     aio_set_fd_handler(ctx, d.e.fd, false, fd_read_cb, NULL, NULL, NULL, &d);
     g_assert_true(aio_context_set_ring_waiter(ctx, &fake_waiter_ops, &w));
     g_assert_false(aio_context_set_ring_waiter(ctx, &fake_waiter_ops, &other));
+    /* A non-blocking pass never waits in the ring, and sends what it kept. */
     aio_poll(ctx, false);
     g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "epoll");
     g_assert_cmpint(w.waits, ==, 0);
+    g_assert_cmpint(w.flushes, >=, 1);
 
-    /* An fd event ends the waiter's wait and is dispatched. */
+    /* An fd event ends the waiter's wait and is dispatched; no flush: the wait submits. */
+    w.flushes = 0;
     event_notifier_set(&d.e);
     g_assert_true(aio_poll(ctx, true));
     g_assert_cmpint(d.reads, ==, 1);
     g_assert_cmpint(w.waits, ==, 1);
+    g_assert_cmpint(w.flushes, ==, 0);
     g_assert_cmpint(w.last_timeout, ==, -1);
     g_assert_cmpint(w.epfd, >=, 0);
 
@@ -847,13 +858,15 @@ static void test_ring_waiter(void)
     g_assert_cmpint(w.last_timeout, <=, 5 * 1000 * 1000);
     aio_timer_free(t);
 
-    /* Not wanted: the fd monitor waits. */
+    /* Not wanted: the fd monitor waits, after a flush. */
     w.want = false;
     w.waits = 0;
+    w.flushes = 0;
     event_notifier_set(&d.e);
     g_assert_true(aio_poll(ctx, true));
     g_assert_cmpint(d.reads, ==, 2);
     g_assert_cmpint(w.waits, ==, 0);
+    g_assert_cmpint(w.flushes, >=, 1);
 
     /* A wait that fails hands the same wait to the fd monitor. */
     w.want = true;
