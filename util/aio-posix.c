@@ -698,11 +698,14 @@ static void aio_free_deleted_handlers(AioContext *ctx)
     }
 }
 
+__thread int64_t aio_dispatch_ns;
+
 bool aio_poll(AioContext *ctx, bool blocking)
 {
     AioHandlerReadyList ready = TAILQ_HEAD_INITIALIZER(ready);
     bool progress = false;
     int64_t start = -1;     /* when this call began to be willing to wait */
+    int64_t outer_dispatch_ns = aio_dispatch_ns;   /* non-zero: nested in a dispatch */
 
     aio_fdmon_maybe_switch(ctx);
     ctx->walking_handlers++;
@@ -752,6 +755,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
         woke = __atomic_load_n(&ctx->notified, __ATOMIC_RELAXED) &&
                __atomic_exchange_n(&ctx->notified, false, __ATOMIC_ACQUIRE);
 
+        aio_dispatch_ns = aio_clock_get_ns(AIO_CLOCK_MONOTONIC);
         progress |= aio_bh_poll(ctx);
         if (!TAILQ_EMPTY(&ready)) {
             progress |= aio_dispatch_ready(ctx, &ready);
@@ -779,6 +783,13 @@ bool aio_poll(AioContext *ctx, bool blocking)
         aio_poll_adjust_window(ctx, aio_clock_get_ns(AIO_CLOCK_MONOTONIC) - start);
     }
 
+    /*
+     * Nested: the caller goes on dispatching with our (later) time. The
+     * outermost call leaves dispatch.
+     */
+    if (!outer_dispatch_ns) {
+        aio_dispatch_ns = 0;
+    }
     if (--ctx->walking_handlers == 0) {
         aio_free_deleted_handlers(ctx);
     }
