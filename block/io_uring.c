@@ -80,6 +80,7 @@
 #define LURING_DEFAULT_SQ_IDLE_MS 1000
 #define LURING_SQPOLL_SPIN_NS     (1000 * 1000)   /* luring_loop_spin() */
 #define LURING_FILE_SLOTS         1024
+#define LURING_LOOP_FILE_SLOT     (LURING_FILE_SLOTS - 1)   /* the loop's epoll fd */
 #define LURING_PAGE               4096u
 
 /*
@@ -1413,12 +1414,28 @@ static int luring_loop_wait(void *opaque, int epfd, int64_t timeout_ns)
          * A poll left on an epoll fd the loop replaced completes unnoticed
          * (its number is old) at that fd's next event or at teardown.
          */
-        struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
+        struct io_uring_sqe *sqe;
 
+        if (e->fixed_files && e->loop_poll_fd != epfd) {
+            /* A restricted fixed-file ring takes no plain fd: give it a slot. */
+            int rc = io_uring_register_files_update(&e->ring, LURING_LOOP_FILE_SLOT,
+                                                    &epfd, 1);
+            if (rc < 0) {
+                luring_loop_waiter_stop(e, rc);
+                return rc;
+            }
+            e->loop_poll_fd = epfd;
+        }
+        sqe = io_uring_get_sqe(&e->ring);
         if (!sqe) {
             return -EBUSY;
         }
-        io_uring_prep_poll_add(sqe, epfd, POLLIN);
+        if (e->fixed_files) {
+            io_uring_prep_poll_add(sqe, LURING_LOOP_FILE_SLOT, POLLIN);
+            sqe->flags |= IOSQE_FIXED_FILE;
+        } else {
+            io_uring_prep_poll_add(sqe, epfd, POLLIN);
+        }
         sqe->user_data = luring_loop_poll_ud(++e->loop_poll_seq);
         e->loop_poll_armed = true;
         e->loop_poll_fd = epfd;
@@ -1463,11 +1480,12 @@ static const AioRingWaiterOps luring_loop_waiter_ops = {
 /*
  * Whether the loop may wait in this ring: it needs the timeout argument of
  * io_uring_enter (EXT_ARG, 5.11), a POLL_ADD the ring accepts (not IOPOLL;
- * a restricted fixed-file ring would refuse the epoll fd) and the eventfd
- * switch (x86, see LURING_EVENTFD_TOGGLE). RINGBLK_IO_URING_LOOP_WAIT=0
- * turns it off for measurements.
+ * with fixed files the epoll fd gets the last slot, since a restricted
+ * fixed-file ring refuses plain fds) and the eventfd switch (x86, see
+ * LURING_EVENTFD_TOGGLE). RINGBLK_IO_URING_LOOP_WAIT=0 turns it off for
+ * measurements.
  */
-static bool luring_loop_wait_possible(LuringEngine *e, bool restrict_ring)
+static bool luring_loop_wait_possible(LuringEngine *e)
 {
     const char *env = getenv("RINGBLK_IO_URING_LOOP_WAIT");
 
@@ -1475,7 +1493,7 @@ static bool luring_loop_wait_possible(LuringEngine *e, bool restrict_ring)
         return false;
     }
     return LURING_EVENTFD_TOGGLE && !e->shared && !e->iopoll &&
-           (e->ring.features & IORING_FEAT_EXT_ARG) && !(restrict_ring && e->fixed_files);
+           (e->ring.features & IORING_FEAT_EXT_ARG);
 }
 
 static void luring_submit_bh(void *opaque)
@@ -2343,6 +2361,7 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
                              "%d fixed files", LURING_FILE_SLOTS);
             goto fail;
         }
+        e->file_used[LURING_LOOP_FILE_SLOT / 64] |= 1ull << (LURING_LOOP_FILE_SLOT % 64);
     }
     ret = luring_setup_buffers(e, errp);
     if (ret < 0) {
@@ -2360,7 +2379,7 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
         goto fail;
     }
     /* Decided before the restrictions, which then allow its POLL_ADD. */
-    e->loop_waiter = luring_loop_wait_possible(e, restrict_ring);
+    e->loop_waiter = luring_loop_wait_possible(e);
     if (restrict_ring) {
         ret = luring_restrict(e, errp);
         if (ret < 0) {

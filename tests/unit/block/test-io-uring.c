@@ -1131,7 +1131,7 @@ static gpointer late_bh_thread(gpointer opaque)
  * thread (aio_notify). The request in flight is a read from an empty pipe,
  * so it stays in flight until the test writes to the pipe.
  */
-static void test_loop_wait(gconstpointer sqpoll)
+static void test_loop_wait(gconstpointer variant)
 {
     AioContext *saved = ctx;
     RawAioConfig cfg = default_cfg();
@@ -1146,8 +1146,15 @@ static void test_loop_wait(gconstpointer sqpoll)
     LateBh late = { 0 };
     GThread *th;
 
-    /* With SQPOLL the loop spins on the CQ for up to 1 ms before it sleeps. */
-    cfg.sqpoll = sqpoll != NULL;
+    /*
+     * With SQPOLL the loop spins on the CQ for up to 1 ms before it sleeps.
+     * A restricted fixed-file ring takes the epoll fd in a fixed-file slot.
+     */
+    cfg.sqpoll = variant && !strcmp(variant, "sqpoll");
+    if (variant && !strcmp(variant, "fixed-files")) {
+        cfg.fixed_files = true;
+        cfg.restrict_ops = RAW_AIO_ONOFFAUTO_ON;
+    }
     ctx = aio_context_new(&error_abort);
     e = create_engine(&cfg);
     luring_get_info(e, &info);
@@ -1171,7 +1178,9 @@ static void test_loop_wait(gconstpointer sqpoll)
     aio_poll(ctx, false);
     g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "epoll");   /* poll moved */
 
-    prep(&t, RAW_AIO_READ, in_flight[0], -1, 0, got, sizeof(got));
+    prep(&t, RAW_AIO_READ, in_flight[0],
+         cfg.fixed_files ? ops->add_file(e, in_flight[0], O_RDONLY, &error_abort) : -1,
+         0, got, sizeof(got));
     g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
 
     /* An fd event. */
@@ -1227,7 +1236,9 @@ static void test_loop_wait(gconstpointer sqpoll)
         Chain c = { .e = e, .left = 20 };
 
         luring_get_stats(e, &before);
-        prep(&c.t, RAW_AIO_READ, fd, -1, 0, c.buf, 512);
+        prep(&c.t, RAW_AIO_READ, fd,
+             cfg.fixed_files ? ops->add_file(e, fd, O_RDWR, &error_abort) : -1,
+             0, c.buf, 512);
         c.t.req.cb = chain_cb;
         c.t.req.opaque = &c;
         g_assert_cmpint(raw_aio_submit(e, &c.t.req), ==, 0);
@@ -2072,6 +2083,8 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/busy-poll", test_busy_poll);
     g_test_add_data_func("/io_uring/loop-wait", NULL, test_loop_wait);
     g_test_add_data_func("/io_uring/loop-wait/sqpoll", "sqpoll", test_loop_wait);
+    g_test_add_data_func("/io_uring/loop-wait/fixed-files-restricted", "fixed-files",
+                         test_loop_wait);
     g_test_add_func("/io_uring/iopoll-refused", test_iopoll_refused);
     g_test_add_func("/io_uring/restrict", test_restrict);
     g_test_add_func("/io_uring/destroy-inflight", test_destroy_inflight);
