@@ -1428,7 +1428,12 @@ static int luring_loop_wait(void *opaque, int epfd, int64_t timeout_ns)
         }
         sqe = io_uring_get_sqe(&e->ring);
         if (!sqe) {
-            return -EBUSY;
+            /* The SQ is full of deferred submissions: send them first. */
+            luring_flush(e);
+            sqe = io_uring_get_sqe(&e->ring);
+            if (!sqe) {
+                return -EBUSY;
+            }
         }
         if (e->fixed_files) {
             io_uring_prep_poll_add(sqe, LURING_LOOP_FILE_SLOT, POLLIN);

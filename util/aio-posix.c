@@ -632,6 +632,8 @@ static void aio_wait_in_ring(AioContext *ctx, AioHandlerReadyList *ready, int64_
                                      timeout);
 
     if (ret < 0) {
+        /* What the waiter kept for its wait must not sleep with us in epoll. */
+        aio_ring_waiter_flush(ctx);
         ctx->fdmon_ops->wait(ctx, ready, timeout);
         return;
     }

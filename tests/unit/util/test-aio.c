@@ -868,13 +868,15 @@ static void test_ring_waiter(void)
     g_assert_cmpint(w.waits, ==, 0);
     g_assert_cmpint(w.flushes, >=, 1);
 
-    /* A wait that fails hands the same wait to the fd monitor. */
+    /* A wait that fails hands the same wait to the fd monitor, after a flush. */
     w.want = true;
     w.ret = -EBUSY;
+    w.flushes = 0;
     event_notifier_set(&d.e);
     g_assert_true(aio_poll(ctx, true));
     g_assert_cmpint(d.reads, ==, 3);
     g_assert_cmpint(w.waits, ==, 1);
+    g_assert_cmpint(w.flushes, >=, 1);
 
     aio_context_clear_ring_waiter(ctx, &other);      /* not the waiter: no-op */
     aio_poll(ctx, false);
