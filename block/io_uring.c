@@ -2326,6 +2326,7 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
     e->base.cfg = *cfg;
     e->notifier.fd = -1;
     e->ring.ring_fd = -1;
+    e->loop_poll_fd = -1;
     e->iopoll = cfg->iopoll;
     e->sqpoll = cfg->sqpoll;
     e->fixed_files = cfg->fixed_files;
