@@ -506,7 +506,8 @@ static bool uring_option_chosen(JsonObject *given, JsonObject *opts, const char 
  * io_uring+ASYNC); with O_DIRECT, native's io_submit already copies in
  * our thread, and a plain pread is cheaper (inline 1.16-1.37x native at
  * depth 1, 0.95-0.98x at depth 32; docs/devel/performance.md). So files in
- * RAM get inline, whatever the cache mode.
+ * RAM get inline, whatever the cache mode; inline sends plugged bursts
+ * through one io_submit (1.6-2x at depth 32 where syscalls are dear).
  */
 static const RawAioOps *raw_auto_engine(bool direct, int nowait, bool ram_backed)
 {

@@ -166,6 +166,15 @@ extern const RawAioOps raw_aio_native_ops;    /* stubs report "not compiled in" 
 extern const RawAioOps raw_aio_io_uring_ops;  /* stubs report "not compiled in" */
 extern const RawAioOps raw_aio_inline_ops;    /* synchronous, in the loop's thread */
 
+/* Counters of an aio=inline instance, for tests and tuning (not reset). */
+typedef struct InlineStats {
+    uint64_t sync_requests;       /* run synchronously in our thread */
+    uint64_t batched_requests;    /* sent to aio=native in a plugged burst */
+    uint64_t batches;             /* io_submit bursts (one per unplug with 2+ held) */
+} InlineStats;
+
+void raw_aio_inline_get_stats(RawAioEngine *e, InlineStats *st);
+
 /* Looks an engine up by name ("threads", "native", "io_uring", "inline"); NULL if unknown. */
 const RawAioOps *raw_aio_ops_by_name(const char *name);
 
