@@ -649,15 +649,19 @@ static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *
         if (!s->ops->available(errp)) {
             return -ENOTSUP;
         }
-        /* Buffered no-nowait files are where auto picks io_uring+ASYNC too. */
-        if (!strcmp(s->aio_requested, "io_uring") && s->nowait == 0 && direct &&
-            !s->punt_warned) {
+        /* Say so where auto would have avoided the punt (not on NFS buffered, say). */
+        if (!strcmp(s->aio_requested, "io_uring") && s->nowait == 0 && !s->punt_warned) {
+            const RawAioOps *pick = raw_auto_engine(direct, s->nowait, s->ram_backed);
+
             s->punt_warned = true;
-            warn_report("'%s' cannot take non-blocking I/O: io_uring hands every request "
-                        "to a kernel worker thread, which costs a thread hop per request "
-                        "(measured 1.6-3x slower at queue depth 1 than aio=native "
-                        "with O_DIRECT); aio=auto would pick aio=native here",
-                        s->filename);
+            if (pick != s->ops) {
+                warn_report("'%s' cannot take non-blocking I/O: io_uring hands every "
+                            "request to a kernel worker thread, which costs a thread hop "
+                            "per request (measured 1.6-3x slower at queue depth 1 than "
+                            "aio=native or a synchronous read there); aio=auto would "
+                            "pick aio=%s here",
+                            s->filename, pick->name);
+            }
         }
     }
     if (!s->ops) {

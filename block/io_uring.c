@@ -1997,6 +1997,16 @@ static int luring_setup_buffers(LuringEngine *e, Error **errp)
     if (e->base.cfg.fixed_buffers == RAW_AIO_ONOFFAUTO_OFF) {
         return 0;
     }
+    /*
+     * With IOSQE_ASYNC every request runs in an io-wq worker, which must take
+     * the ring's uring_lock to look a registered buffer up, against the
+     * submitter holding it in io_uring_enter: auto leaves them off there
+     * (tmpfs O_DIRECT d32, Linux 6.18: 565k IOPS without, 460k with; zram
+     * 380k, 372k).
+     */
+    if (!must && e->base.cfg.async_punt) {
+        return 0;
+    }
     e->pool_size = luring_pool_size(e->sq_entries);
     e->pool = mmap(NULL, e->pool_size, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -429,7 +429,8 @@ static void test_uring_punt_warning(void)
     g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
     g_test_trap_assert_passed();
     g_test_trap_assert_stderr("*warning: '*punt.img' cannot take non-blocking I/O: io_uring "
-                              "hands every request to a kernel worker thread*");
+                              "hands every request to a kernel worker thread*"
+                              "aio=auto would pick aio=inline here*");
 }
 
 /* ---- open errors ---------------------------------------------------------------------------- */

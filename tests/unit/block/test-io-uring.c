@@ -946,6 +946,38 @@ static void memlock_child(void)
     exit(0);
 }
 
+/*
+ * IOSQE_ASYNC rings (files that cannot take non-blocking I/O): auto leaves
+ * registered buffers off (io-wq workers would contend for the ring's lock
+ * to use them); on still means on.
+ */
+static void test_fixed_buffers_async_punt(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    LuringInfo info;
+
+    cfg.async_punt = true;
+    cfg.fixed_buffers = RAW_AIO_ONOFFAUTO_AUTO;
+    e = create_engine(&cfg);
+    luring_get_info(e, &info);
+    g_assert_false(info.fixed_buffers);
+    ops->destroy(e);
+
+    cfg.fixed_buffers = RAW_AIO_ONOFFAUTO_ON;
+    e = create_engine(&cfg);
+    luring_get_info(e, &info);
+    g_assert_true(info.fixed_buffers);
+    ops->destroy(e);
+
+    cfg.async_punt = false;
+    cfg.fixed_buffers = RAW_AIO_ONOFFAUTO_AUTO;
+    e = create_engine(&cfg);
+    luring_get_info(e, &info);
+    g_assert_true(info.fixed_buffers);
+    ops->destroy(e);
+}
+
 static void test_memlock(void)
 {
     if (g_test_subprocess()) {
@@ -2076,6 +2108,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/blkdev-discard-zeroes", test_blkdev_discard_zeroes);
     g_test_add_func("/io_uring/fixed-files", test_fixed_files);
     g_test_add_func("/io_uring/fixed-buffers", test_fixed_buffers);
+    g_test_add_func("/io_uring/fixed-buffers/async-punt", test_fixed_buffers_async_punt);
     g_test_add_func("/io_uring/memlock", test_memlock);
     g_test_add_func("/io_uring/sqpoll-wakeup", test_sqpoll);
     g_test_add_func("/io_uring/sqpoll-full-ring", test_sqpoll_full_ring);
