@@ -1259,8 +1259,11 @@ static void test_loop_wait(gconstpointer variant)
     /*
      * What a completion callback submits rides on the loop's next wait: a
      * chain of 20 dependent reads costs one submitting enter (the first,
-     * from outside a callback) and at least 19 waits. (SQPOLL submits
-     * without syscalls anyway.)
+     * from outside a callback) and at least 19 waits. A pass that finds
+     * work pending (a CQE that arrived while a callback ran, which depends
+     * on scheduling) flushes instead, so a busy machine may see one or two
+     * more (seen: 2 in 2 of 16 ASan runs two at a time); without the
+     * feature it would be 20. (SQPOLL submits without syscalls anyway.)
      */
     if (!cfg.sqpoll) {
         int fd = make_file("loopchain", 0, FILE_SIZE);
@@ -1278,8 +1281,9 @@ static void test_loop_wait(gconstpointer variant)
             aio_poll(ctx, true);
         }
         luring_get_stats(e, &after);
-        g_assert_cmpuint(after.enters - before.enters, ==, 1);
-        g_assert_cmpuint(after.loop_waits - before.loop_waits, >=, 19);
+        g_assert_cmpuint(after.enters - before.enters, >=, 1);
+        g_assert_cmpuint(after.enters - before.enters, <=, 4);
+        g_assert_cmpuint(after.loop_waits - before.loop_waits, >=, 16);
         close(fd);
     }
 
