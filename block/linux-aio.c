@@ -53,24 +53,11 @@
 #include <glib.h>
 
 #include "block/raw-aio.h"
+#include "linux-aio-ring.h"
 #include "util/thread-pool.h"
 
 #define LAIO_DEFAULT_DEPTH 128
 #define LAIO_MAX_DEPTH     65536
-
-/* The kernel's completion ring header (fs/aio.c), mapped into our memory. */
-struct laio_ring {
-    unsigned id;
-    unsigned nr;                  /* number of io_events */
-    unsigned head;                /* consumer index: ours to advance */
-    unsigned tail;                /* producer index: the kernel's */
-    unsigned magic;
-    unsigned compat_features;
-    unsigned incompat_features;
-    unsigned header_length;
-    struct io_event io_events[];
-};
-#define LAIO_RING_MAGIC 0xa10a10a1
 
 typedef struct LaioSlot LaioSlot;
 struct LaioSlot {
@@ -435,25 +422,6 @@ static void laio_complete_event(LinuxAioEngine *s, LaioSlot *slot, long res)
     laio_prep_and_batch(s, slot);   /* short transfer: go on with the rest */
 }
 
-/* Pops one event; *more says whether the ring holds others. */
-static bool laio_pop_event(LinuxAioEngine *s, struct io_event *ev, bool *more)
-{
-    struct laio_ring *ring = s->ring;
-    unsigned head = ring->head;
-    /* Acquire: the event's contents are written before the kernel advances tail. */
-    unsigned tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
-
-    if (head == tail) {
-        return false;
-    }
-    *ev = ring->io_events[head];
-    head = head + 1 == ring->nr ? 0 : head + 1;
-    /* Release: we are done reading the slot before the kernel may reuse it. */
-    __atomic_store_n(&ring->head, head, __ATOMIC_RELEASE);
-    *more = head != tail;
-    return true;
-}
-
 /*
  * Reaps every completion. The eventfd was read before we got here, so if a
  * callback polls the loop (nested aio_poll) nothing would wake it for the
@@ -466,7 +434,7 @@ static void laio_process_completions(LinuxAioEngine *s)
     bool more;
 
     if (G_LIKELY(s->ring)) {
-        while (laio_pop_event(s, &ev, &more)) {
+        while (laio_ring_pop(s->ring, &ev, &more)) {
             s->kernel_in_flight--;
             if (more) {
                 laio_arm_kick(s);
@@ -502,12 +470,10 @@ static void laio_notifier_read(EventNotifier *n)
 static bool laio_notifier_poll(EventNotifier *n)
 {
     LinuxAioEngine *s = notifier_to_engine(n);
-    struct laio_ring *ring = s->ring;
-
-    if (!ring) {
+    if (!s->ring) {
         return false;       /* looking would need a syscall */
     }
-    return ring->head != __atomic_load_n(&ring->tail, __ATOMIC_RELAXED);
+    return laio_ring_has_events(s->ring);
 }
 
 static void laio_notifier_poll_ready(EventNotifier *n)
@@ -575,10 +541,7 @@ static RawAioEngine *laio_create(AioContext *ctx, const RawAioConfig *cfg, Error
     }
     s->notifier_fd = event_notifier_get_fd(&s->notifier);
 
-    s->ring = (struct laio_ring *)s->io_ctx;
-    if (s->ring->magic != LAIO_RING_MAGIC || s->ring->incompat_features != 0) {
-        s->ring = NULL;
-    }
+    s->ring = laio_ring_of(s->io_ctx);
 
     s->slots = g_new0(LaioSlot, depth);
     for (unsigned i = depth; i-- > 0;) {

@@ -286,6 +286,9 @@ static inline void aio_ring_waiter_flush(AioContext *ctx)
     }
 }
 
+/* Rounds of newly scheduled BHs one aio_poll() pass runs after its dispatch. */
+#define AIO_POLL_EXTRA_BH_PASSES 2
+
 /* Runs scheduled BHs (all batches, including a nested caller's); true if any ran. */
 bool aio_bh_poll(AioContext *ctx);
 /* True if a BH is scheduled or aio_notify() was called since the last accept. */

@@ -8,7 +8,9 @@
  *   3. busy poll the handlers' io_poll functions for up to the adaptive
  *      window (skipping the syscall when they find work);
  *   4. otherwise publish notify_me and wait in the fd monitor;
- *   5. dispatch: BHs, ready handlers, backend completions, due timers.
+ *   5. dispatch: BHs, ready handlers, backend completions, due timers,
+ *      then (at most AIO_POLL_EXTRA_BH_PASSES times) the BHs those
+ *      scheduled.
  * A blocking call loops until something ran or aio_notify() was called.
  *
  * Handlers are owned by the context's thread. Removing one while any
@@ -767,6 +769,17 @@ bool aio_poll(AioContext *ctx, bool blocking)
         }
         if (aio_timers_armed(ctx)) {
             progress |= aio_timers_run(ctx);
+        }
+        /*
+         * What this pass's callbacks scheduled runs now, a bounded number of
+         * times: a request handler schedules its completion BH, which queues
+         * a reply and schedules the send BH. Left to the next call, each
+         * would cost a pass that only looks at the fds (a zero-timeout
+         * ppoll where some fd has no poll function, as an NBD socket).
+         */
+        for (int extra = 0; extra < AIO_POLL_EXTRA_BH_PASSES && progress &&
+             __atomic_load_n(&ctx->bh_list, __ATOMIC_RELAXED); extra++) {
+            aio_bh_poll(ctx);
         }
 
         if (!blocking || progress || woke) {

@@ -169,8 +169,8 @@ extern const RawAioOps raw_aio_inline_ops;    /* synchronous, in the loop's thre
 /* Counters of an aio=inline instance, for tests and tuning (not reset). */
 typedef struct InlineStats {
     uint64_t sync_requests;       /* run synchronously in our thread */
-    uint64_t batched_requests;    /* sent to aio=native in a plugged burst */
-    uint64_t batches;             /* io_submit bursts (one per unplug with 2+ held) */
+    uint64_t batched_requests;    /* run in a plugged burst's Linux AIO batch */
+    uint64_t batches;             /* bursts run as batches (one per unplug with 2+ held) */
 } InlineStats;
 
 void raw_aio_inline_get_stats(RawAioEngine *e, InlineStats *st);
