@@ -10,6 +10,7 @@
 #include <string.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -477,7 +478,12 @@ static char *held_bytes(const char *path)
     g_assert_cmpint(stat(path, &st), ==, 0);
     char *locks = NULL;
     g_assert_true(g_file_get_contents("/proc/locks", &locks, NULL, NULL));
-    char *ino = g_strdup_printf(":%lu ", (unsigned long)st.st_ino);
+    /*
+     * Match the device as well as the inode: a test running in parallel may
+     * lock a file with the same inode number on another filesystem.
+     */
+    char *ino = g_strdup_printf(" %02x:%02x:%lu ", major(st.st_dev), minor(st.st_dev),
+                                (unsigned long)st.st_ino);
     int count[2][300] = { { 0 } };
     char **lines = g_strsplit(locks, "\n", -1);
     for (int i = 0; lines[i]; i++) {
