@@ -432,6 +432,14 @@ static const char *const uring_only_options[] = {
     "sq-thread-cpu", "iopoll", "restrict", "share-ring",
 };
 
+/* An OnOffAuto option of the checked tree (absent: auto). */
+static RawAioOnOffAuto opt_on_off_auto(JsonObject *opts, const char *name)
+{
+    const char *v = bdrv_opt_str(opts, name, "auto");
+    return !strcmp(v, "on") ? RAW_AIO_ONOFFAUTO_ON :
+           !strcmp(v, "off") ? RAW_AIO_ONOFFAUTO_OFF : RAW_AIO_ONOFFAUTO_AUTO;
+}
+
 static bool engine_usable(const RawAioOps *ops)
 {
     return ops && ops->available(NULL);
@@ -671,25 +679,16 @@ static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *
 
     s->cfg = (RawAioConfig){ .sq_thread_cpu = -1 };
     if (!strcmp(s->ops->name, "io_uring")) {
-        const char *fb = bdrv_opt_str(opts, "fixed-buffers", "auto");
-        const char *rs = bdrv_opt_str(opts, "restrict", "auto");
         s->cfg.queue_depth = bdrv_opt_int(opts, "aio-queue-depth", 0);
-        s->cfg.fixed_files = bdrv_opt_bool(opts, "fixed-files", false);
-        s->cfg.fixed_buffers = !strcmp(fb, "on") ? RAW_AIO_ONOFFAUTO_ON :
-                               !strcmp(fb, "off") ? RAW_AIO_ONOFFAUTO_OFF :
-                               RAW_AIO_ONOFFAUTO_AUTO;
+        s->cfg.fixed_files = opt_on_off_auto(opts, "fixed-files");
+        s->cfg.fixed_buffers = opt_on_off_auto(opts, "fixed-buffers");
         s->cfg.sqpoll = bdrv_opt_bool(opts, "sqpoll", false);
         s->cfg.sq_thread_idle_ms = bdrv_opt_int(opts, "sq-thread-idle", 0);
         s->cfg.sq_thread_cpu = bdrv_opt_int(opts, "sq-thread-cpu", -1);
         s->cfg.iopoll = bdrv_opt_bool(opts, "iopoll", false);
-        s->cfg.restrict_ops = !strcmp(rs, "on") ? RAW_AIO_ONOFFAUTO_ON :
-                              !strcmp(rs, "off") ? RAW_AIO_ONOFFAUTO_OFF :
-                              RAW_AIO_ONOFFAUTO_AUTO;
+        s->cfg.restrict_ops = opt_on_off_auto(opts, "restrict");
         s->cfg.async_punt = raw_want_async_punt(s->nowait);
-        rs = bdrv_opt_str(opts, "share-ring", "auto");
-        s->cfg.share_ring = !strcmp(rs, "on") ? RAW_AIO_ONOFFAUTO_ON :
-                            !strcmp(rs, "off") ? RAW_AIO_ONOFFAUTO_OFF :
-                            RAW_AIO_ONOFFAUTO_AUTO;
+        s->cfg.share_ring = opt_on_off_auto(opts, "share-ring");
     } else if (!strcmp(s->ops->name, "native")) {
         s->cfg.queue_depth = bdrv_opt_int(opts, "aio-queue-depth", 0);
     }

@@ -217,8 +217,32 @@ static bool check_number(CheckState *st, JsonNode *node, const char *path, Error
     return false;
 }
 
-static bool check_enum(const QapiType *t, JsonNode *node, const char *path, Error **errp)
+/*
+ * OnOffAuto also takes the spellings of a boolean (JSON true/false, keyval
+ * yes/no/true/false), stored as "on"/"off": options that began as booleans
+ * (fixed-files) keep accepting what users wrote before they gained "auto".
+ */
+static void onoffauto_from_bool(CheckState *st, const QapiType *t, JsonNode *node)
 {
+    int v = -1;
+
+    if (strcmp(t->name, "OnOffAuto") != 0) {
+        return;
+    }
+    if (JSON_NODE_HOLDS_VALUE(node) && json_node_get_value_type(node) == G_TYPE_BOOLEAN) {
+        v = json_node_get_boolean(node);
+    } else if (st->from_keyval && node_string(node)) {
+        v = parse_bool(node_string(node));
+    }
+    if (v >= 0) {
+        json_node_set_string(node, v ? "on" : "off");
+    }
+}
+
+static bool check_enum(CheckState *st, const QapiType *t, JsonNode *node, const char *path,
+                       Error **errp)
+{
+    onoffauto_from_bool(st, t, node);
     const char *s = node_string(node);
     if (!s) {
         error_wrong_type(errp, path, t);
@@ -501,7 +525,7 @@ static bool check_node(CheckState *st, const QapiType *t, const QapiMember *m,
         }
         break;
     case QAPI_KIND_ENUM:
-        ok = check_enum(t, node, path, errp);
+        ok = check_enum(st, t, node, path, errp);
         break;
     case QAPI_KIND_STRUCT:
     case QAPI_KIND_UNION:

@@ -58,6 +58,7 @@ typedef struct LuringInfo {
     bool sqpoll;
     bool shared_fdmon_ring;  /* SQEs go on the context's io_uring fd monitor ring */
     bool shared_sq_thread;   /* attached to another instance's SQ thread */
+    bool fixed_files;        /* the fixed-file table is registered (fixed-files on or auto) */
     bool fixed_buffers;
     bool restricted;
     bool registered_ring_fd;

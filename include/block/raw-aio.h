@@ -84,7 +84,7 @@ typedef enum {
 
 typedef struct RawAioConfig {
     unsigned queue_depth;             /* 0: engine default */
-    bool fixed_files;
+    RawAioOnOffAuto fixed_files;      /* auto: on for a ring of our own that does not punt */
     RawAioOnOffAuto fixed_buffers;    /* auto: use if RLIMIT_MEMLOCK allows */
     bool sqpoll;
     unsigned sq_thread_idle_ms;       /* 0: engine default */

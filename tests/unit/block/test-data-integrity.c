@@ -53,11 +53,14 @@ static const IntegrityCase integrity_cases[] = {
     { "io_uring-direct",       "io_uring", true,  false, "" },
     { "io_uring-fixed",        "io_uring", true,  false, "fixed-files=on,fixed-buffers=on" },
     { "io_uring-sqpoll",       "io_uring", true,  false, "sqpoll=on,sq-thread-idle=10" },
-    /* each io_uring mode alone (the defaults register a pool and restrict) */
-    { "io_uring-plain",        "io_uring", true,  false, "fixed-buffers=off,restrict=off" },
-    { "io_uring-fixed-files",  "io_uring", true,  false, "fixed-files=on,fixed-buffers=off" },
+    /* each io_uring mode alone (the defaults register files, a pool and restrict) */
+    { "io_uring-plain",        "io_uring", true,  false,
+                                                "fixed-files=off,fixed-buffers=off,restrict=off" },
+    { "io_uring-fixed-files",  "io_uring", true,  false,
+                                                "fixed-files=on,fixed-buffers=off,restrict=off" },
     { "io_uring-fixed-buffers", "io_uring", false, false, "fixed-buffers=on,restrict=off" },
     { "io_uring-restrict-off", "io_uring", false, false, "restrict=off" },
+    { "io_uring-fixed-files-off", "io_uring", false, false, "fixed-files=off" },
     /* combinations: a fixed-file-only restricted ring; everything at once */
     { "io_uring-restrict-fixed", "io_uring", true, false, "restrict=on,fixed-files=on" },
     { "io_uring-all",          "io_uring", true,  false, "aio-queue-depth=16,fixed-files=on,"

@@ -813,7 +813,7 @@ static void test_fixed_files(void)
     TestReq t;
     int slot;
 
-    cfg.fixed_files = true;
+    cfg.fixed_files = RAW_AIO_ONOFFAUTO_ON;
     e = create_engine(&cfg);
     slot = ops->add_file(e, fd, O_RDWR, &err);
     g_assert_no_error(err);
@@ -844,6 +844,62 @@ static void test_fixed_files(void)
     ops->destroy(e);
     close(fd);
     close(fd2);
+}
+
+/*
+ * fixed-files=auto: a table on rings of our own, none where every request
+ * is punted; files beyond it, or on a restricted ring, still work by fd.
+ */
+static void test_fixed_files_auto(void)
+{
+    static const struct {
+        RawAioOnOffAuto mode;
+        bool async_punt;
+        RawAioOnOffAuto restrict_ops;
+        bool table;
+    } cases[] = {
+        { RAW_AIO_ONOFFAUTO_AUTO, false, RAW_AIO_ONOFFAUTO_OFF, true },
+        { RAW_AIO_ONOFFAUTO_AUTO, false, RAW_AIO_ONOFFAUTO_AUTO, true },
+        { RAW_AIO_ONOFFAUTO_AUTO, true,  RAW_AIO_ONOFFAUTO_OFF, false },
+        { RAW_AIO_ONOFFAUTO_OFF,  false, RAW_AIO_ONOFFAUTO_OFF, false },
+        { RAW_AIO_ONOFFAUTO_ON,   true,  RAW_AIO_ONOFFAUTO_OFF, true },
+    };
+    int fd = make_file("ffauto", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(4096);
+
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        RawAioConfig cfg = default_cfg();
+        Error *err = NULL;
+        LuringInfo info;
+        TestReq t;
+
+        cfg.fixed_files = cases[i].mode;
+        cfg.async_punt = cases[i].async_punt;
+        cfg.restrict_ops = cases[i].restrict_ops;
+        RawAioEngine *e = create_engine(&cfg);
+        luring_get_info(e, &info);
+        g_assert_cmpint(info.fixed_files, ==, cases[i].table);
+        int slot = ops->add_file(e, fd, O_RDWR, &err);
+        g_assert_no_error(err);
+        g_assert_cmpint(slot >= 0, ==, cases[i].table);
+
+        /* Through the slot (a bogus fd beside it), and by plain fd. */
+        prep(&t, RAW_AIO_READ, slot >= 0 ? -1 : fd, slot, 4096, buf, 4096);
+        g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+        wait_for(&t);
+        g_assert_cmpint(t.ret, ==, 0);
+        check_pattern(buf, 4096, 4096);
+        prep(&t, RAW_AIO_READ, fd, -1, 12288, buf, 4096);
+        g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
+        wait_for(&t);
+        g_assert_cmpint(t.ret, ==, 0);
+        check_pattern(buf, 12288, 4096);
+        if (slot >= 0) {
+            ops->remove_file(e, slot);
+        }
+        ops->destroy(e);
+    }
+    close(fd);
 }
 
 static void test_fixed_buffers(void)
@@ -1184,7 +1240,7 @@ static void test_loop_wait(gconstpointer variant)
      */
     cfg.sqpoll = variant && !strcmp(variant, "sqpoll");
     if (variant && !strcmp(variant, "fixed-files")) {
-        cfg.fixed_files = true;
+        cfg.fixed_files = RAW_AIO_ONOFFAUTO_ON;
         cfg.restrict_ops = RAW_AIO_ONOFFAUTO_ON;
     }
     ctx = aio_context_new(&error_abort);
@@ -1545,7 +1601,7 @@ static void test_restrict(void)
         int slot = -1;
 
         cfg.restrict_ops = RAW_AIO_ONOFFAUTO_ON;
-        cfg.fixed_files = fixed;
+        cfg.fixed_files = fixed ? RAW_AIO_ONOFFAUTO_ON : RAW_AIO_ONOFFAUTO_OFF;
         e = create_engine(&cfg);
         luring_get_info(e, &info);
         g_assert_true(info.restricted);
@@ -1587,7 +1643,7 @@ static void test_restrict(void)
         unsigned maj = 0, min = 0;
 
         cfg.restrict_ops = RAW_AIO_ONOFFAUTO_AUTO;
-        cfg.fixed_files = false;
+        cfg.fixed_files = RAW_AIO_ONOFFAUTO_OFF;
         e = create_engine(&cfg);
         luring_get_info(e, &info);
         g_assert_cmpint(uname(&u), ==, 0);
@@ -1599,7 +1655,7 @@ static void test_restrict(void)
     }
 
     cfg.restrict_ops = RAW_AIO_ONOFFAUTO_OFF;
-    cfg.fixed_files = false;
+    cfg.fixed_files = RAW_AIO_ONOFFAUTO_OFF;
     e = create_engine(&cfg);
     g_assert_cmpint(luring_debug_nop(e), ==, 0);
     while (!luring_debug_nop_result(e, &res)) {
@@ -1761,9 +1817,10 @@ static void test_share_ring_auto(void)
             return;
         }
     }
+    /* fixed-files=auto (the default) does not keep it from sharing */
     g_assert_true(shares_ring(AIO_FDMON_IO_URING, &cfg, &fdmon, NULL));
     g_assert_cmpstr(fdmon, ==, "io_uring");
-    cfg.fixed_files = true;     /* needs a ring of its own: quietly not shared */
+    cfg.fixed_files = RAW_AIO_ONOFFAUTO_ON;     /* needs a ring of its own: quietly not shared */
     g_assert_false(shares_ring(AIO_FDMON_IO_URING, &cfg, NULL, NULL));
     cfg = default_cfg();
     cfg.share_ring = RAW_AIO_ONOFFAUTO_OFF;
@@ -1927,7 +1984,7 @@ static void test_destroy_from_callback(void)
     cfg.queue_depth = 8;
     run_self_destruct(&cfg, false);
     /* Completions from the thread pool: a restricted fixed-file ring and a plain fd. */
-    cfg.fixed_files = true;
+    cfg.fixed_files = RAW_AIO_ONOFFAUTO_ON;
     cfg.restrict_ops = RAW_AIO_ONOFFAUTO_ON;
     run_self_destruct(&cfg, true);
 }
@@ -2111,6 +2168,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/discard-zeroes", test_discard_zeroes);
     g_test_add_func("/io_uring/blkdev-discard-zeroes", test_blkdev_discard_zeroes);
     g_test_add_func("/io_uring/fixed-files", test_fixed_files);
+    g_test_add_func("/io_uring/fixed-files-auto", test_fixed_files_auto);
     g_test_add_func("/io_uring/fixed-buffers", test_fixed_buffers);
     g_test_add_func("/io_uring/fixed-buffers/async-punt", test_fixed_buffers_async_punt);
     g_test_add_func("/io_uring/memlock", test_memlock);

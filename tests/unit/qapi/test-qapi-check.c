@@ -14,7 +14,7 @@
     "\"cache\":{\"direct\":false,\"no-flush\":false,\"writeback\":true},"     \
     "\"read-only\":false,\"auto-read-only\":false,\"force-share\":false,"      \
     "\"detect-zeroes\":\"off\",\"aio\":\"auto\",\"locking\":\"auto\","       \
-    "\"aio-queue-depth\":0,\"fixed-files\":false,\"fixed-buffers\":\"auto\","  \
+    "\"aio-queue-depth\":0,\"fixed-files\":\"auto\",\"fixed-buffers\":\"auto\","  \
     "\"sqpoll\":false,\"sq-thread-idle\":1000,\"sq-thread-cpu\":-1,"           \
     "\"iopoll\":false,\"restrict\":\"auto\",\"share-ring\":\"auto\""
 
@@ -83,7 +83,7 @@ static void test_check_keyval_convert(void)
              "{\"driver\":\"file\",\"filename\":\"a,b\",\"aio\":\"io_uring\","
              "\"cache\":{\"direct\":true,\"no-flush\":false,\"writeback\":true},"
              "\"aio-queue-depth\":64,\"sq-thread-cpu\":-1,\"sq-thread-idle\":8,"
-             "\"sqpoll\":true,\"iopoll\":false,\"fixed-files\":true,\"locking\":\"off\","
+             "\"sqpoll\":true,\"iopoll\":false,\"fixed-files\":\"on\",\"locking\":\"off\","
              "\"read-only\":true,\"discard\":\"unmap\",\"node-name\":\"n0\","
              "\"auto-read-only\":false,\"force-share\":false,\"detect-zeroes\":\"off\","
              "\"fixed-buffers\":\"auto\",\"restrict\":\"auto\",\"share-ring\":\"auto\"}");
@@ -112,6 +112,36 @@ static void test_check_bool_spellings(void)
                "Parameter 'read-zeroes' expects 'on' or 'off'");
     check_fail("BlockdevOptions", "driver=file,filename=x,cache.direct=maybe",
                "Parameter 'cache.direct' expects 'on' or 'off'");
+}
+
+/* OnOffAuto takes a boolean's spellings too (fixed-files was a boolean). */
+static void test_check_onoffauto_bools(void)
+{
+    static const struct { const char *text, *expect; } cases[] = {
+        { "{\"driver\":\"file\",\"filename\":\"x\",\"fixed-files\":true}", "on" },
+        { "{\"driver\":\"file\",\"filename\":\"x\",\"fixed-files\":false}", "off" },
+        { "{\"driver\":\"file\",\"filename\":\"x\",\"fixed-files\":\"auto\"}", "auto" },
+        { "driver=file,filename=x,fixed-files=yes", "on" },
+        { "driver=file,filename=x,fixed-files=n", "off" },
+        { "driver=file,filename=x,fixed-files=on", "on" },
+        { "driver=file,filename=x,fixed-files=auto", "auto" },
+        { "driver=file,filename=x", "auto" },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        bool kv;
+        JsonObject *obj = qapi_parse_options(cases[i].text, NULL, &kv, &error_abort);
+        g_assert_true(qapi_check("BlockdevOptions", obj, kv, &error_abort));
+        g_assert_cmpstr(json_object_get_string_member(obj, "fixed-files"), ==, cases[i].expect);
+        json_object_unref(obj);
+    }
+    check_fail("BlockdevOptions", "driver=file,filename=x,fixed-files=maybe",
+               "Parameter 'fixed-files' does not accept value 'maybe'\n"
+               "Valid values: auto, on, off");
+    check_fail("BlockdevOptions", "{\"driver\":\"file\",\"filename\":\"x\",\"fixed-files\":1}",
+               "Invalid parameter type for 'fixed-files', expected: string");
+    /* Other enums stay strict: a boolean is no aio mode. */
+    check_fail("BlockdevOptions", "{\"driver\":\"file\",\"filename\":\"x\",\"aio\":true}",
+               "Invalid parameter type for 'aio', expected: string");
 }
 
 static void check_size_kv(const char *text, int64_t expect)
@@ -214,7 +244,7 @@ static void test_check_ints(void)
              "\"cache\":{\"direct\":false,\"no-flush\":false,\"writeback\":true},"
              "\"read-only\":false,\"auto-read-only\":false,\"force-share\":false,"
              "\"detect-zeroes\":\"off\",\"aio\":\"auto\",\"locking\":\"auto\","
-             "\"fixed-files\":false,\"fixed-buffers\":\"auto\",\"sqpoll\":false,"
+             "\"fixed-files\":\"auto\",\"fixed-buffers\":\"auto\",\"sqpoll\":false,"
              "\"sq-thread-idle\":1000,\"iopoll\":false,\"restrict\":\"auto\",\"share-ring\":\"auto\"}");
 }
 
@@ -310,7 +340,7 @@ static void test_check_union_raw(void)
              "\"aio\":\"threads\",\"cache\":{\"direct\":true,\"no-flush\":false,"
              "\"writeback\":true},\"discard\":\"ignore\",\"read-only\":false,"
              "\"auto-read-only\":false,\"force-share\":false,\"detect-zeroes\":\"off\","
-             "\"locking\":\"auto\",\"aio-queue-depth\":0,\"fixed-files\":false,"
+             "\"locking\":\"auto\",\"aio-queue-depth\":0,\"fixed-files\":\"auto\","
              "\"fixed-buffers\":\"auto\",\"sqpoll\":false,\"sq-thread-idle\":1000,"
              "\"sq-thread-cpu\":-1,\"iopoll\":false,\"restrict\":\"auto\",\"share-ring\":\"auto\"},"
              BASE_DEFAULTS ",\"offset\":0}");
@@ -454,6 +484,7 @@ int main(int argc, char **argv)
     g_test_add_func("/qapi/check/defaults-null", test_check_defaults_null);
     g_test_add_func("/qapi/check/keyval-convert", test_check_keyval_convert);
     g_test_add_func("/qapi/check/bool-spellings", test_check_bool_spellings);
+    g_test_add_func("/qapi/check/onoffauto-bools", test_check_onoffauto_bools);
     g_test_add_func("/qapi/check/sizes", test_check_sizes);
     g_test_add_func("/qapi/check/strtosz", test_check_strtosz);
     g_test_add_func("/qapi/check/ints", test_check_ints);

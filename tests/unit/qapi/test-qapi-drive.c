@@ -8,7 +8,7 @@
     "\"auto-read-only\":false,\"force-share\":false"
 
 #define FILE_TAIL                                                              \
-    "\"locking\":\"auto\",\"aio-queue-depth\":0,\"fixed-files\":false,"        \
+    "\"locking\":\"auto\",\"aio-queue-depth\":0,\"fixed-files\":\"auto\","        \
     "\"fixed-buffers\":\"auto\",\"sqpoll\":false,\"sq-thread-idle\":1000,"     \
     "\"sq-thread-cpu\":-1,\"iopoll\":false,\"restrict\":\"auto\",\"share-ring\":\"auto\""
 
@@ -98,7 +98,7 @@ static void test_drive_options(void)
                 "\"locking\":\"off\",\"aio-queue-depth\":128,\"sqpoll\":true,"
                 "\"read-only\":true,\"discard\":\"unmap\","
                 "\"cache\":{\"direct\":true,\"no-flush\":false,\"writeback\":true},"
-                BASE_TAIL ",\"detect-zeroes\":\"off\",\"fixed-files\":false,"
+                BASE_TAIL ",\"detect-zeroes\":\"off\",\"fixed-files\":\"auto\","
                 "\"fixed-buffers\":\"auto\",\"sq-thread-idle\":1000,\"sq-thread-cpu\":-1,"
                 "\"iopoll\":false,\"restrict\":\"auto\",\"share-ring\":\"auto\"},"
                 BASE_TAIL ",\"offset\":0}");

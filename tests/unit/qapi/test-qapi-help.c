@@ -142,7 +142,9 @@ static void test_introspect(void)
     g_autofree char *s1 = obj_to_json(t);
     g_assert_cmpstr(s1, ==, "{\"name\":\"OnOffAuto\",\"meta-type\":\"enum\","
                     "\"values\":[\"auto\",\"on\",\"off\"],\"doc\":\"A three-way switch: force a"
-                    " feature on or off, or let ringblk decide.\"}");
+                    " feature on or off, or let ringblk decide.\\n\\nOptions of this type also take"
+                    " a boolean's spellings for on and off: JSON true and false, and"
+                    " yes/no/true/false in key=value text.\"}");
 
     t = find_type(types, "BlockdevRef");
     JsonNode *n = json_node_init_array(json_node_alloc(), json_object_get_array_member(t, "members"));
