@@ -1381,6 +1381,7 @@ static void raw_query_info(BlockDriverState *bs, BlockNodeInfo *info)
     json_object_set_boolean_member(o, "locking", s->use_lock);
     json_object_set_boolean_member(o, "nowait", s->nowait == 1);
     json_object_set_boolean_member(o, "async-punt", s->cfg.async_punt);
+    json_object_set_boolean_member(o, "fixed-file", s->slot >= 0);
     if (info->driver_specific) {
         json_object_unref(info->driver_specific);
     }
