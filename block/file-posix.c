@@ -539,10 +539,11 @@ static const RawAioOps *raw_auto_engine(bool direct, int nowait, bool ram_backed
 /*
  * IOSQE_ASYNC for io_uring: on a file that cannot take non-blocking I/O the
  * kernel's inline attempt always fails and the request goes to a worker
- * anyway, so skipping the attempt saves work: measured 1.2x (tmpfs buffered
- * d1) to 2.7x (zram O_DIRECT d32), nowhere a loss beyond noise. On a file
- * that can, it turns inline completions into worker hops (ext4 cached d1:
- * 72k vs 272k), so it is off there. RINGBLK_AIO_ASYNC_PUNT=on|off overrides
+ * anyway, so skipping the attempt saves work at low depth (2.3x at depth 1
+ * on zram and tmpfs); the engine applies it only to submissions that leave
+ * few requests in flight (luring_mark_async()). On a file that can, it
+ * turns inline completions into worker hops (ext4 cached d1: 72k vs 272k),
+ * so it is off there. RINGBLK_AIO_ASYNC_PUNT=on|off overrides
  * it, for benchmarks. The choice shows as "async-punt" in the node's info.
  */
 static bool raw_want_async_punt(int nowait)

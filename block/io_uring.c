@@ -139,7 +139,7 @@ typedef struct LuringEngine {
     RawAioReq *done_head, *done_tail;  /* synchronous results awaiting their BH */
 
     unsigned setup_flags;
-    uint8_t sqe_base_flags;            /* IOSQE_ASYNC when async_punt */
+    bool async_punt;                   /* IOSQE_ASYNC at low depth: luring_mark_async() */
     bool iopoll, sqpoll, defer_taskrun, taskrun_flag;
     bool restricted;
     bool reg_ring_fd;
@@ -677,7 +677,6 @@ static void luring_fill_sqes(LuringEngine *e, RawAioReq *req)
     default:
         g_assert_not_reached();
     }
-    sqe->flags |= e->sqe_base_flags;
     luring_set_file(e, sqe, req);
     io_uring_sqe_set_data64(sqe, luring_user_data(e, req, TAG_MAIN));
     if (st & ST_DSYNC) {
@@ -696,7 +695,6 @@ static void luring_fill_sqes(LuringEngine *e, RawAioReq *req)
 
         sqe->flags |= IOSQE_IO_LINK;
         io_uring_prep_fsync(link, req->fd, IORING_FSYNC_DATASYNC);
-        link->flags |= e->sqe_base_flags;
         luring_set_file(e, link, req);
         io_uring_sqe_set_data64(link, (uint64_t)(uintptr_t)req | TAG_LINK);
         st = (st & ~(uint64_t)ST_PENDING_MASK) | 2;
@@ -756,6 +754,64 @@ static inline void luring_schedule_submit(LuringEngine *e)
 static void luring_flush_ring(LuringEngine *e);
 
 /*
+ * async-punt (a file that cannot take non-blocking I/O): IOSQE_ASYNC sends
+ * a request straight to an io-wq worker, skipping an inline attempt that
+ * must fail. Whether that pays depends on the depth (Linux 6.18, 4 KiB
+ * reads, zram and tmpfs O_DIRECT; docs/devel/performance.md has the table):
+ *   - up to 8 in flight it does: 2.3x at depth 1 (zram 26k -> 66k), 1.3x
+ *     at 4 and 8. Forced requests (IO_WQ_WORK_CONCURRENT) make io-wq start
+ *     more workers, one of them idle and ready when the next request comes.
+ *   - from 12 on it costs up to 40% (zram d16 1.09M without, 670k with):
+ *     each forced request wakes an idle worker, and the workers take turns.
+ * Registered files and buffers follow the same line the other way: a
+ * forced request resolves them in the worker, which takes the ring's lock
+ * against our submitting thread (zram d8 537k plain, 330k fixed), while
+ * the failed inline attempt resolves them here, where they save the
+ * kernel work (zram d16 1.09M fixed, 700k plain). So it is decided per
+ * submission, by how many requests the submission leaves in flight: below
+ * LURING_ASYNC_MAX_INFLIGHT its SQEs get IOSQE_ASYNC and plain fds and
+ * buffers (unless fixed-files=on demands the table). Only SQEs not yet
+ * published to the kernel are touched.
+ */
+#define LURING_ASYNC_MAX_INFLIGHT 12
+
+static void luring_unfix(LuringEngine *e, struct io_uring_sqe *sqe)
+{
+    uint64_t ud = sqe->user_data;
+    RawAioReq *req = (RawAioReq *)(uintptr_t)(ud & ~(uint64_t)TAG_MASK);
+
+    if ((ud & TAG_MASK) != TAG_MAIN && (ud & TAG_MASK) != TAG_LINK) {
+        return;
+    }
+    if ((sqe->flags & IOSQE_FIXED_FILE) && !e->fixed_required) {
+        sqe->flags &= ~IOSQE_FIXED_FILE;
+        sqe->fd = req->fd;
+    }
+    /* Same addr, len and offset; buf_index is ignored by the plain ops. */
+    if (sqe->opcode == IORING_OP_READ_FIXED || sqe->opcode == IORING_OP_WRITE_FIXED) {
+        sqe->opcode = sqe->opcode == IORING_OP_READ_FIXED ? IORING_OP_READ : IORING_OP_WRITE;
+        sqe->buf_index = 0;
+        e->stats.fixed_buf_ops--;
+    }
+}
+
+static void luring_mark_async(LuringEngine *e)
+{
+    struct io_uring_sq *sq = &e->ring.sq;
+
+    if (!e->async_punt || e->inflight >= LURING_ASYNC_MAX_INFLIGHT) {
+        return;
+    }
+    for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+        struct io_uring_sqe *sqe = &sq->sqes[sq->array[i & sq->ring_mask]];
+
+        sqe->flags |= IOSQE_ASYNC;
+        e->stats.async_sqes++;
+        luring_unfix(e, sqe);
+    }
+}
+
+/*
  * Sends every filled SQE to the kernel (one io_uring_enter, barring errors).
  *
  * Requests that complete inside the submit (page-cache hits) post their
@@ -795,6 +851,8 @@ static void luring_flush(LuringEngine *e)
 static void luring_flush_ring(LuringEngine *e)
 {
     int ret;
+
+    luring_mark_async(e);
 
     while (io_uring_sq_ready(&e->ring)) {
         if (G_UNLIKELY(e->inj_kind == LURING_INJECT_EBUSY && e->inj_count > 0)) {
@@ -1412,6 +1470,7 @@ static int luring_loop_wait(void *opaque, int epfd, int64_t timeout_ns)
     unsigned head;
     int ret;
 
+    luring_mark_async(e);      /* before our POLL_ADD joins the staged SQEs */
     if (!e->loop_poll_armed || e->loop_poll_fd != epfd) {
         /*
          * One-shot, so that a poll armed on a ready fd completes at once.
@@ -2005,15 +2064,11 @@ static int luring_setup_buffers(LuringEngine *e, Error **errp)
         return 0;
     }
     /*
-     * With IOSQE_ASYNC every request runs in an io-wq worker, which must take
-     * the ring's uring_lock to look a registered buffer up, against the
-     * submitter holding it in io_uring_enter: auto leaves them off there
-     * (tmpfs O_DIRECT d32, Linux 6.18: 565k IOPS without, 460k with; zram
-     * 380k, 372k).
+     * Also on async-punt files: under load their requests go without
+     * IOSQE_ASYNC (luring_mark_async()), so the buffer is imported by the
+     * failed inline attempt in our thread and io-wq never takes the ring's
+     * lock for it (zram O_DIRECT d32: 893k without, 1.14M with).
      */
-    if (!must && e->base.cfg.async_punt) {
-        return 0;
-    }
     e->pool_size = luring_pool_size(e->sq_entries);
     e->pool = mmap(NULL, e->pool_size, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -2275,9 +2330,9 @@ static void luring_destroy(RawAioEngine *base);
 /*
  * The fixed-file table. auto turns it on wherever the ring is ours: a
  * registered file saves the kernel an fget/fput per request (+8% IOPS on
- * page-cache reads at depth 32). Not on async-punt files, whose requests
- * all run in io-wq, which takes the ring's lock to look a fixed file up.
- * Only fixed-files=on makes the table required: then a restricted ring
+ * page-cache reads at depth 32), async-punt files included: only their
+ * low-depth requests skip the inline attempt that resolves the file in
+ * our thread, and only those make io-wq take the ring's lock for it. Only fixed-files=on makes the table required: then a restricted ring
  * refuses plain fds, and running out of slots fails the open.
  */
 static int luring_setup_files(LuringEngine *e, const RawAioConfig *cfg, Error **errp)
@@ -2285,7 +2340,7 @@ static int luring_setup_files(LuringEngine *e, const RawAioConfig *cfg, Error **
     bool must = cfg->fixed_files == RAW_AIO_ONOFFAUTO_ON;
     int ret;
 
-    if (!must && (cfg->fixed_files == RAW_AIO_ONOFFAUTO_OFF || cfg->async_punt)) {
+    if (!must && cfg->fixed_files == RAW_AIO_ONOFFAUTO_OFF) {
         return 0;
     }
     ret = io_uring_register_files_sparse(&e->ring, LURING_FILE_SLOTS);
@@ -2377,7 +2432,7 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
     e->loop_poll_fd = -1;
     e->iopoll = cfg->iopoll;
     e->sqpoll = cfg->sqpoll;
-    e->sqe_base_flags = cfg->async_punt ? IOSQE_ASYNC : 0;
+    e->async_punt = cfg->async_punt && !e->shared;
     e->blk_discard_cmd = luring_caps.op_uring_cmd;
 
     e->inline_reads = !inl || strcmp(inl, "0") != 0;

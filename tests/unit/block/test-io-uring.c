@@ -847,8 +847,9 @@ static void test_fixed_files(void)
 }
 
 /*
- * fixed-files=auto: a table on rings of our own, none where every request
- * is punted; files beyond it, or on a restricted ring, still work by fd.
+ * fixed-files=auto: a table on rings of our own, async-punt ones included
+ * (luring_mark_async() sends low-depth requests by plain fd there); files
+ * beyond it, or on a restricted ring, still work by fd.
  */
 static void test_fixed_files_auto(void)
 {
@@ -860,7 +861,7 @@ static void test_fixed_files_auto(void)
     } cases[] = {
         { RAW_AIO_ONOFFAUTO_AUTO, false, RAW_AIO_ONOFFAUTO_OFF, true },
         { RAW_AIO_ONOFFAUTO_AUTO, false, RAW_AIO_ONOFFAUTO_AUTO, true },
-        { RAW_AIO_ONOFFAUTO_AUTO, true,  RAW_AIO_ONOFFAUTO_OFF, false },
+        { RAW_AIO_ONOFFAUTO_AUTO, true,  RAW_AIO_ONOFFAUTO_OFF, true },
         { RAW_AIO_ONOFFAUTO_OFF,  false, RAW_AIO_ONOFFAUTO_OFF, false },
         { RAW_AIO_ONOFFAUTO_ON,   true,  RAW_AIO_ONOFFAUTO_OFF, true },
     };
@@ -883,8 +884,13 @@ static void test_fixed_files_auto(void)
         g_assert_no_error(err);
         g_assert_cmpint(slot >= 0, ==, cases[i].table);
 
-        /* Through the slot (a bogus fd beside it), and by plain fd. */
-        prep(&t, RAW_AIO_READ, slot >= 0 ? -1 : fd, slot, 4096, buf, 4096);
+        /*
+         * Through the slot (a bogus fd beside it: only the slot can work),
+         * and by plain fd. A lone request on an async-punt ring goes by fd
+         * unless the table is required (test_async_punt_depth()).
+         */
+        bool by_fd = slot < 0 || (cases[i].async_punt && cases[i].mode != RAW_AIO_ONOFFAUTO_ON);
+        prep(&t, RAW_AIO_READ, by_fd ? fd : -1, slot, 4096, buf, 4096);
         g_assert_cmpint(raw_aio_submit(e, &t.req), ==, 0);
         wait_for(&t);
         g_assert_cmpint(t.ret, ==, 0);
@@ -1003,35 +1009,79 @@ static void memlock_child(void)
 }
 
 /*
- * IOSQE_ASYNC rings (files that cannot take non-blocking I/O): auto leaves
- * registered buffers off (io-wq workers would contend for the ring's lock
- * to use them); on still means on.
+ * async-punt rings (files that cannot take non-blocking I/O): registered
+ * files and buffers under auto as elsewhere, and IOSQE_ASYNC decided per
+ * submission. A lone request goes forced, by plain fd and plain buffer
+ * (io-wq would take the ring's lock to resolve them); a burst that leaves
+ * 12 or more in flight goes unforced, through the tables. fixed-files=on
+ * keeps the slot even on forced requests (a restricted ring demands it).
  */
-static void test_fixed_buffers_async_punt(void)
+static void test_async_punt_depth(void)
 {
-    RawAioConfig cfg = default_cfg();
-    RawAioEngine *e;
-    LuringInfo info;
+    static const RawAioOnOffAuto files[] = { RAW_AIO_ONOFFAUTO_AUTO, RAW_AIO_ONOFFAUTO_ON };
+    int fd = make_file("puntdepth", 0, FILE_SIZE);
 
-    cfg.async_punt = true;
-    cfg.fixed_buffers = RAW_AIO_ONOFFAUTO_AUTO;
-    e = create_engine(&cfg);
-    luring_get_info(e, &info);
-    g_assert_false(info.fixed_buffers);
-    ops->destroy(e);
+    for (size_t m = 0; m < G_N_ELEMENTS(files); m++) {
+        RawAioConfig cfg = default_cfg();
+        Error *err = NULL;
+        LuringInfo info;
+        LuringStats st0, st1, st2;
+        TestReq t[16];
+        uint8_t *buf;
+        int count = 0;
 
-    cfg.fixed_buffers = RAW_AIO_ONOFFAUTO_ON;
-    e = create_engine(&cfg);
-    luring_get_info(e, &info);
-    g_assert_true(info.fixed_buffers);
-    ops->destroy(e);
+        cfg.async_punt = true;
+        cfg.queue_depth = 32;
+        cfg.fixed_files = files[m];
+        cfg.fixed_buffers = RAW_AIO_ONOFFAUTO_AUTO;
+        RawAioEngine *e = create_engine(&cfg);
+        luring_get_info(e, &info);
+        g_assert_true(info.fixed_files);
+        g_assert_true(info.fixed_buffers);
+        int slot = ops->add_file(e, fd, O_RDWR, &err);
+        g_assert_no_error(err);
+        g_assert_cmpint(slot, >=, 0);
+        buf = ops->buf_alloc(e, 16 * 4096, 4096);
+        g_assert_nonnull(buf);
 
-    cfg.async_punt = false;
-    cfg.fixed_buffers = RAW_AIO_ONOFFAUTO_AUTO;
-    e = create_engine(&cfg);
-    luring_get_info(e, &info);
-    g_assert_true(info.fixed_buffers);
-    ops->destroy(e);
+        /*
+         * Alone: forced, plain buffer, and plain fd under auto. With
+         * fixed-files=on a bogus fd beside the slot proves the slot stays.
+         */
+        int fd_arg = files[m] == RAW_AIO_ONOFFAUTO_ON ? -1 : fd;
+        luring_get_stats(e, &st0);
+        prep(&t[0], RAW_AIO_READ, fd_arg, slot, 4096, buf, 4096);
+        g_assert_cmpint(raw_aio_submit(e, &t[0].req), ==, 0);
+        wait_for(&t[0]);
+        g_assert_cmpint(t[0].ret, ==, 0);
+        check_pattern(buf, 4096, 4096);
+        luring_get_stats(e, &st1);
+        g_assert_cmpuint(st1.async_sqes - st0.async_sqes, ==, 1);
+        g_assert_cmpuint(st1.fixed_buf_ops - st0.fixed_buf_ops, ==, 0);
+
+        /* 16 at once: unforced, registered buffers. */
+        memset(buf, 0, 16 * 4096);
+        ops->plug(e);
+        for (int i = 0; i < 16; i++) {
+            prep(&t[i], RAW_AIO_READ, fd_arg, slot, (uint64_t)i * 4096, buf + i * 4096, 4096);
+            t[i].counter = &count;
+            g_assert_cmpint(raw_aio_submit(e, &t[i].req), ==, 0);
+        }
+        ops->unplug(e);
+        wait_count(&count, 16);
+        for (int i = 0; i < 16; i++) {
+            g_assert_cmpint(t[i].ret, ==, 0);
+        }
+        check_pattern(buf, 0, 16 * 4096);
+        luring_get_stats(e, &st2);
+        g_assert_cmpuint(st2.async_sqes - st1.async_sqes, ==, 0);
+        g_assert_cmpuint(st2.fixed_buf_ops - st1.fixed_buf_ops, ==, 16);
+
+        ops->buf_free(e, buf, 16 * 4096);
+        ops->remove_file(e, slot);
+        ops->destroy(e);
+    }
+    close(fd);
 }
 
 static void test_memlock(void)
@@ -2170,7 +2220,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/fixed-files", test_fixed_files);
     g_test_add_func("/io_uring/fixed-files-auto", test_fixed_files_auto);
     g_test_add_func("/io_uring/fixed-buffers", test_fixed_buffers);
-    g_test_add_func("/io_uring/fixed-buffers/async-punt", test_fixed_buffers_async_punt);
+    g_test_add_func("/io_uring/async-punt/depth", test_async_punt_depth);
     g_test_add_func("/io_uring/memlock", test_memlock);
     g_test_add_func("/io_uring/sqpoll-wakeup", test_sqpoll);
     g_test_add_func("/io_uring/sqpoll-full-ring", test_sqpoll_full_ring);
