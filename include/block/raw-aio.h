@@ -84,7 +84,7 @@ typedef enum {
 
 typedef struct RawAioConfig {
     unsigned queue_depth;             /* 0: engine default */
-    RawAioOnOffAuto fixed_files;      /* auto: on for a ring of our own that does not punt */
+    RawAioOnOffAuto fixed_files;      /* auto: on for a ring of our own */
     RawAioOnOffAuto fixed_buffers;    /* auto: use if RLIMIT_MEMLOCK allows */
     bool sqpoll;
     unsigned sq_thread_idle_ms;       /* 0: engine default */
@@ -93,6 +93,12 @@ typedef struct RawAioConfig {
     RawAioOnOffAuto restrict_ops;     /* auto: restrict where the kernel supports it */
     bool async_punt;                  /* IOSQE_ASYNC: file cannot take non-blocking I/O */
     RawAioOnOffAuto share_ring;       /* io_uring: SQEs on the event loop's ring */
+    /*
+     * io_uring, set by aio=auto only: reads and writes submitted while fewer
+     * than this many requests are outstanding run synchronously in submit()
+     * (a RAM-backed block device, where that is a memory copy); 0: never.
+     */
+    unsigned sync_below;
 } RawAioConfig;
 
 typedef struct RawAioEngine RawAioEngine;

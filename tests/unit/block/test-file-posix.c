@@ -8,7 +8,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/fs.h>
 #include <linux/magic.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/vfs.h>
@@ -166,6 +168,8 @@ static char *open_engine(const char *dir, const char *aio, bool direct, bool *pu
     /* fixed-files=auto: a registered file exactly on io_uring rings (punting or not) */
     g_assert_cmpint(json_object_get_boolean_member(info.driver_specific, "fixed-file"), ==,
                     !strcmp(engine, "io_uring"));
+    /* Synchronous low-depth I/O is for RAM-backed block devices only. */
+    g_assert_cmpint(json_object_get_int_member(info.driver_specific, "sync-below"), ==, 0);
     bdrv_node_info_clear(&info);
     bdrv_unref(bs);
     g_unlink(path);
@@ -224,6 +228,53 @@ static void test_auto_tmpfs_direct(void)
         return;
     }
     check_auto(tmpfs_dir, true, false);
+}
+
+/*
+ * A RAM-backed block device with O_DIRECT (zram): io_uring, synchronous
+ * below 12 outstanding requests, IOSQE_ASYNC; explicit io_uring gets no
+ * synchronous path. Read-only, so a zram0 in use (as swap, say) is safe.
+ */
+static void test_auto_zram_direct(void)
+{
+    struct stat st;
+    uint64_t size = 0;
+    int fd = open("/dev/zram0", O_RDONLY);
+
+    if (fd >= 0) {
+        ioctl(fd, BLKGETSIZE64, &size);
+        close(fd);
+    }
+    if (fd < 0 || size < 65536 || stat("/dev/zram0", &st) < 0 || !engine_ok("io_uring")) {
+        g_test_skip("no readable, sized /dev/zram0 or no io_uring");
+        return;
+    }
+    static const struct { const char *aio; int sync_below; } cases[] = {
+        { "auto", 12 }, { "io_uring", 0 },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        Error *err = NULL;
+        BlockDriverState *bs = open_fmt(&err, "driver=host_device,filename=/dev/zram0,"
+                                        "aio=%s,cache.direct=on,read-only=on", cases[i].aio);
+        g_assert_no_error(err);
+        BlockNodeInfo info;
+        bdrv_query_node_info(bs, &info);
+        g_assert_cmpstr(info.aio, ==, "io_uring");
+        g_assert_true(json_object_get_boolean_member(info.driver_specific, "async-punt"));
+        g_assert_cmpint(json_object_get_int_member(info.driver_specific, "sync-below"), ==,
+                        cases[i].sync_below);
+        bdrv_node_info_clear(&info);
+
+        /* The same bytes through the engine as through a plain read. */
+        g_autofree uint8_t *buf = g_malloc(8192);     /* the block layer bounces */
+        g_autofree uint8_t *ref = g_malloc(8192);
+        fd = open("/dev/zram0", O_RDONLY);
+        g_assert_cmpint(pread(fd, ref, 8192, 4096), ==, 8192);
+        close(fd);
+        g_assert_cmpint(bdrv_pread(bs, 4096, 8192, buf, 0), ==, 0);
+        g_assert_cmpmem(buf, 8192, ref, 8192);
+        bdrv_unref(bs);
+    }
 }
 
 /* Explicit io_uring: IOSQE_ASYNC exactly where the file cannot take non-blocking I/O. */
@@ -1128,6 +1179,7 @@ int main(int argc, char **argv)
     g_test_add_func("/file-posix/auto/ext4-direct", test_auto_ext4_direct);
     g_test_add_func("/file-posix/auto/tmpfs-buffered", test_auto_tmpfs_buffered);
     g_test_add_func("/file-posix/auto/tmpfs-direct", test_auto_tmpfs_direct);
+    g_test_add_func("/file-posix/auto/zram-direct", test_auto_zram_direct);
     g_test_add_func("/file-posix/aio/io_uring-async-punt", test_uring_async_punt);
     g_test_add_func("/file-posix/aio/explicit", test_aio_explicit);
     g_test_add_func("/file-posix/aio/option-errors", test_aio_option_errors);

@@ -1084,6 +1084,82 @@ static void test_async_punt_depth(void)
     close(fd);
 }
 
+/*
+ * sync_below (what aio=auto sets on a RAM-backed block device): reads and
+ * writes that find fewer than sync_below requests outstanding run in
+ * submit() and complete through the BH; the rest go to the ring. A short
+ * transfer (EOF) is finished by the ring, zero-filled as usual.
+ */
+static void test_sync_below(void)
+{
+    RawAioConfig cfg = default_cfg();
+    RawAioEngine *e;
+    int fd = make_file("syncbelow", 0, FILE_SIZE);
+    g_autofree uint8_t *buf = g_malloc(16 * 4096);
+    g_autofree uint8_t *wbuf = g_malloc(4096);
+    uint8_t back[4096];
+    LuringStats st0, st1, st2, st3;
+    TestReq t[16];
+    int count = 0;
+
+    cfg.sync_below = 12;
+    cfg.queue_depth = 32;
+    e = create_engine(&cfg);
+
+    /* Alone: synchronous, no SQE. */
+    luring_get_stats(e, &st0);
+    prep(&t[0], RAW_AIO_READ, fd, -1, 8192, buf, 4096);
+    g_assert_cmpint(raw_aio_submit(e, &t[0].req), ==, 0);
+    g_assert_false(t[0].done);          /* the callback still comes from the BH */
+    wait_for(&t[0]);
+    g_assert_cmpint(t[0].ret, ==, 0);
+    check_pattern(buf, 8192, 4096);
+    memset(wbuf, 0x5c, 4096);
+    prep(&t[0], RAW_AIO_WRITE, fd, -1, 4096, wbuf, 4096);
+    g_assert_cmpint(raw_aio_submit(e, &t[0].req), ==, 0);
+    wait_for(&t[0]);
+    g_assert_cmpint(t[0].ret, ==, 0);
+    g_assert_cmpint(pread(fd, back, 4096, 4096), ==, 4096);
+    g_assert_cmpmem(back, 4096, wbuf, 4096);
+    luring_get_stats(e, &st1);
+    g_assert_cmpuint(st1.sync_rw - st0.sync_rw, ==, 2);
+    g_assert_cmpuint(st1.sqes - st0.sqes, ==, 0);
+
+    /* 16 at once: the first 12 synchronously, the other 4 through the ring. */
+    ops->plug(e);
+    for (int i = 0; i < 16; i++) {
+        prep(&t[i], RAW_AIO_READ, fd, -1, 65536 + (uint64_t)i * 4096, buf + i * 4096, 4096);
+        t[i].counter = &count;
+        g_assert_cmpint(raw_aio_submit(e, &t[i].req), ==, 0);
+    }
+    ops->unplug(e);
+    wait_count(&count, 16);
+    for (int i = 0; i < 16; i++) {
+        g_assert_cmpint(t[i].ret, ==, 0);
+    }
+    check_pattern(buf, 65536, 16 * 4096);
+    luring_get_stats(e, &st2);
+    g_assert_cmpuint(st2.sync_rw - st1.sync_rw, ==, 12);
+    g_assert_cmpuint(st2.sqes - st1.sqes, ==, 4);
+
+    /* Across EOF: the synchronous part is kept, the ring zero-fills the rest. */
+    memset(buf, 0xaa, 8192);
+    prep(&t[0], RAW_AIO_READ, fd, -1, FILE_SIZE - 4096, buf, 8192);
+    g_assert_cmpint(raw_aio_submit(e, &t[0].req), ==, 0);
+    wait_for(&t[0]);
+    g_assert_cmpint(t[0].ret, ==, 0);
+    check_pattern(buf, FILE_SIZE - 4096, 4096);
+    for (int i = 4096; i < 8192; i++) {
+        g_assert_cmpuint(buf[i], ==, 0);
+    }
+    luring_get_stats(e, &st3);
+    g_assert_cmpuint(st3.sync_rw - st2.sync_rw, ==, 0);
+    g_assert_cmpuint(st3.sqes - st2.sqes, >=, 1);
+
+    ops->destroy(e);
+    close(fd);
+}
+
 static void test_memlock(void)
 {
     if (g_test_subprocess()) {
@@ -2221,6 +2297,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/fixed-files-auto", test_fixed_files_auto);
     g_test_add_func("/io_uring/fixed-buffers", test_fixed_buffers);
     g_test_add_func("/io_uring/async-punt/depth", test_async_punt_depth);
+    g_test_add_func("/io_uring/sync-below", test_sync_below);
     g_test_add_func("/io_uring/memlock", test_memlock);
     g_test_add_func("/io_uring/sqpoll-wakeup", test_sqpoll);
     g_test_add_func("/io_uring/sqpoll-full-ring", test_sqpoll_full_ring);
