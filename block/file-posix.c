@@ -401,8 +401,9 @@ static int raw_probe_nowait(BDRVRawState *s, int fd)
 
 /*
  * Is the file's data in RAM, so that no request can wait for a device or a
- * network: a file on tmpfs or ramfs, or a zram or brd ("ram*") block
- * device. Only these get aio=inline from aio=auto.
+ * network: a file on tmpfs or ramfs, or a zram (without a writeback
+ * device) or brd ("ram*") block device. Only these get synchronous I/O in
+ * the loop's thread from aio=auto (inline, or io_uring's sync_below).
  */
 static bool raw_probe_ram_backed(int fd, const struct stat *st)
 {
@@ -416,8 +417,14 @@ static bool raw_probe_ram_backed(int fd, const struct stat *st)
         }
         link[n] = '\0';
         const char *name = strrchr(link, '/') ? strrchr(link, '/') + 1 : link;
-        return g_str_has_prefix(name, "zram") ||
-               (g_str_has_prefix(name, "ram") && g_ascii_isdigit(name[3]));
+        if (g_str_has_prefix(name, "zram")) {
+            /* With a writeback device, idle pages may be on a disk. */
+            g_autofree char *bd_path = g_strdup_printf("%s/backing_dev", sys);
+            g_autofree char *bd = NULL;
+            return !g_file_get_contents(bd_path, &bd, NULL, NULL) ||
+                   !strcmp(g_strstrip(bd), "none");
+        }
+        return g_str_has_prefix(name, "ram") && g_ascii_isdigit(name[3]);
     }
     struct statfs sfs;
     return S_ISREG(st->st_mode) && fstatfs(fd, &sfs) == 0 &&

@@ -142,6 +142,7 @@ typedef struct LuringEngine {
 
     unsigned setup_flags;
     bool async_punt;                   /* IOSQE_ASYNC at low depth: luring_mark_async() */
+    uint8_t sqe_base_flags;            /* IOSQE_ASYNC on every SQE: async-punt, shared ring */
     bool iopoll, sqpoll, defer_taskrun, taskrun_flag;
     bool restricted;
     bool reg_ring_fd;
@@ -680,6 +681,7 @@ static void luring_fill_sqes(LuringEngine *e, RawAioReq *req)
     default:
         g_assert_not_reached();
     }
+    sqe->flags |= e->sqe_base_flags;
     luring_set_file(e, sqe, req);
     io_uring_sqe_set_data64(sqe, luring_user_data(e, req, TAG_MAIN));
     if (st & ST_DSYNC) {
@@ -698,6 +700,7 @@ static void luring_fill_sqes(LuringEngine *e, RawAioReq *req)
 
         sqe->flags |= IOSQE_IO_LINK;
         io_uring_prep_fsync(link, req->fd, IORING_FSYNC_DATASYNC);
+        link->flags |= e->sqe_base_flags;
         luring_set_file(e, link, req);
         io_uring_sqe_set_data64(link, (uint64_t)(uintptr_t)req | TAG_LINK);
         st = (st & ~(uint64_t)ST_PENDING_MASK) | 2;
@@ -808,6 +811,9 @@ static void luring_mark_async(LuringEngine *e)
     for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
         struct io_uring_sqe *sqe = &sq->sqes[sq->array[i & sq->ring_mask]];
 
+        if (sqe->flags & IOSQE_ASYNC) {
+            continue;   /* marked by an earlier pass over the same SQEs */
+        }
         sqe->flags |= IOSQE_ASYNC;
         e->stats.async_sqes++;
         luring_unfix(e, sqe);
@@ -1153,21 +1159,20 @@ static void luring_free(LuringEngine *e);
  * file at depth 32 that was one sleep per 8 reads, and it kept the thread
  * and the io-wq worker in lock-step (docs/devel/performance.md: tmpfs d32
  * 580k -> 900k reads/s). So: enters with min_complete 0, which never
- * wait, again as long as one ran a whole batch. A batch short of the cap
- * ran everything that was queued.
+ * wait, again as long as one posted anything. Not only while one posted a
+ * whole batch of 20: items that post no CQE (a reissue, a re-armed poll, a
+ * link's next request) count against the cap too.
  */
-#define LURING_LOCAL_TW_BATCH 20
-
 static void luring_get_events(LuringEngine *e)
 {
-    /* Each full batch completed 20 of the requests in flight: bounded. */
-    for (unsigned i = 0; i <= e->inflight / LURING_LOCAL_TW_BATCH; i++) {
+    /* Bounded: each pass that goes on completed one of the requests in flight. */
+    for (unsigned i = 0; i <= e->inflight; i++) {
         unsigned tail = io_uring_smp_load_acquire(e->ring.cq.ktail);
 
         if (io_uring_get_events(&e->ring) < 0 || e->iopoll) {
             return;     /* IOPOLL: one poll pass, as before */
         }
-        if (io_uring_smp_load_acquire(e->ring.cq.ktail) - tail < LURING_LOCAL_TW_BATCH) {
+        if (io_uring_smp_load_acquire(e->ring.cq.ktail) == tail) {
             return;
         }
     }
@@ -2476,7 +2481,6 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
     e->loop_poll_fd = -1;
     e->iopoll = cfg->iopoll;
     e->sqpoll = cfg->sqpoll;
-    e->async_punt = cfg->async_punt && !e->shared;
     e->sync_below = cfg->sync_below;
     e->blk_discard_cmd = luring_caps.op_uring_cmd;
 
@@ -2491,6 +2495,8 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
         e->shared = true;
         e->sq_ring = aio_context_get_fdmon_ring(ctx);
         e->sq_entries = depth;
+        /* The loop submits this ring: no per-submission choice, always forced. */
+        e->sqe_base_flags = cfg->async_punt ? IOSQE_ASYNC : 0;
         aio_context_set_fdmon_cqe_handler(ctx, luring_foreign_cqe, NULL);
         e->submit_bh = aio_bh_new(ctx, luring_submit_bh, e);
         e->done_bh = aio_bh_new(ctx, luring_done_bh, e);
@@ -2498,6 +2504,7 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
         luring_inject_from_env(e);
         return &e->base;
     }
+    e->async_punt = cfg->async_punt;
     ret = luring_setup_ring(e, cfg, depth, restrict_ring, errp);
     if (ret < 0) {
         g_free(e);

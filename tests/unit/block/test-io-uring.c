@@ -11,6 +11,7 @@
 #include <linux/audit.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
+#include <linux/magic.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/utsname.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -62,10 +64,10 @@ static uint8_t pattern_byte(uint64_t off)
     return (uint8_t)((off * 7 + (off >> 9)) ^ 0x5a);
 }
 
-/* A scratch file of FILE_SIZE bytes filled with the pattern. */
-static int make_file(const char *name, int extra_flags, size_t size)
+/* A file of size bytes in dir filled with the pattern. */
+static int make_file_in(const char *dir, const char *name, int extra_flags, size_t size)
 {
-    g_autofree char *path = g_build_filename(scratch_dir, name, NULL);
+    g_autofree char *path = g_build_filename(dir, name, NULL);
     g_autofree uint8_t *buf = g_malloc(size);
     int fd;
 
@@ -82,6 +84,11 @@ static int make_file(const char *name, int extra_flags, size_t size)
     }
     unlink(path);
     return fd;
+}
+
+static int make_file(const char *name, int extra_flags, size_t size)
+{
+    return make_file_in(scratch_dir, name, extra_flags, size);
 }
 
 static RawAioConfig default_cfg(void)
@@ -606,21 +613,32 @@ static void test_nested_poll(void)
 /*
  * A burst of completions larger than the kernel's per-enter budget for
  * deferred work (20 items since Linux 6.13): 128 reads punted to io-wq
- * (IOSQE_ASYNC) finish together and queue their work at once. All of them
- * must be reaped, not just the first batches.
+ * finish together and queue their work at once. All of them must be
+ * reaped, not just the first batches: with the loop waiting in our ring
+ * (its wait runs the work too) and without (then only luring_get_events()
+ * does, after the eventfd's one signal). A tmpfs file punts every read,
+ * forced or not (it cannot take non-blocking I/O); elsewhere IOSQE_ASYNC
+ * punts the first 11 of each burst.
  */
-static void test_completion_burst(void)
+static void completion_burst(bool loop_wait)
 {
     RawAioConfig cfg = default_cfg();
     RawAioEngine *e;
-    int fd = make_file("burst", 0, FILE_SIZE);
+    struct statfs sf;
+    bool shm = statfs("/dev/shm", &sf) == 0 && sf.f_type == TMPFS_MAGIC;
+    g_autofree char *name = g_strdup_printf("ringblk-test-burst-%d", getpid());
+    int fd = make_file_in(shm ? "/dev/shm" : scratch_dir, name, 0, FILE_SIZE);
     g_autofree uint8_t *buf = g_malloc(128 * 4096);
     g_autofree TestReq *t = g_new0(TestReq, 128);
     int count;
 
     cfg.queue_depth = 128;
     cfg.async_punt = true;
+    if (!loop_wait) {
+        g_setenv("RINGBLK_IO_URING_LOOP_WAIT", "0", TRUE);
+    }
     e = create_engine(&cfg);
+    g_unsetenv("RINGBLK_IO_URING_LOOP_WAIT");
     for (int round = 0; round < 20; round++) {
         count = 0;
         ops->plug(e);
@@ -635,6 +653,16 @@ static void test_completion_burst(void)
     check_pattern(buf, 0, 128 * 4096);
     ops->destroy(e);
     close(fd);
+}
+
+static void test_completion_burst(void)
+{
+    completion_burst(true);
+}
+
+static void test_completion_burst_no_loop_wait(void)
+{
+    completion_burst(false);
 }
 
 /* ---- Operations ------------------------------------------------------------------ */
@@ -1020,6 +1048,12 @@ static void test_async_punt_depth(void)
 {
     static const RawAioOnOffAuto files[] = { RAW_AIO_ONOFFAUTO_AUTO, RAW_AIO_ONOFFAUTO_ON };
     int fd = make_file("puntdepth", 0, FILE_SIZE);
+    /* Another file with other bytes: tells which one a request really read. */
+    int other = make_file("puntdepth-other", 0, 65536);
+    uint8_t fill[65536];
+
+    memset(fill, 0xee, sizeof(fill));
+    g_assert_cmpint(pwrite(other, fill, sizeof(fill), 0), ==, (ssize_t)sizeof(fill));
 
     for (size_t m = 0; m < G_N_ELEMENTS(files); m++) {
         RawAioConfig cfg = default_cfg();
@@ -1045,21 +1079,27 @@ static void test_async_punt_depth(void)
         g_assert_nonnull(buf);
 
         /*
-         * Alone: forced, plain buffer, and plain fd under auto. With
-         * fixed-files=on a bogus fd beside the slot proves the slot stays.
+         * Alone: forced, plain buffer, and under auto the plain fd, here
+         * another file's: its bytes prove the fd was used. With
+         * fixed-files=on the fd is bogus and the slot must stay.
          */
-        int fd_arg = files[m] == RAW_AIO_ONOFFAUTO_ON ? -1 : fd;
+        bool required = files[m] == RAW_AIO_ONOFFAUTO_ON;
+        int fd_arg = required ? -1 : other;
         luring_get_stats(e, &st0);
         prep(&t[0], RAW_AIO_READ, fd_arg, slot, 4096, buf, 4096);
         g_assert_cmpint(raw_aio_submit(e, &t[0].req), ==, 0);
         wait_for(&t[0]);
         g_assert_cmpint(t[0].ret, ==, 0);
-        check_pattern(buf, 4096, 4096);
+        if (required) {
+            check_pattern(buf, 4096, 4096);
+        } else {
+            g_assert_cmpmem(buf, 4096, fill, 4096);
+        }
         luring_get_stats(e, &st1);
         g_assert_cmpuint(st1.async_sqes - st0.async_sqes, ==, 1);
         g_assert_cmpuint(st1.fixed_buf_ops - st0.fixed_buf_ops, ==, 0);
 
-        /* 16 at once: unforced, registered buffers. */
+        /* 16 at once: unforced, registered buffers, the slot (file fd's bytes). */
         memset(buf, 0, 16 * 4096);
         ops->plug(e);
         for (int i = 0; i < 16; i++) {
@@ -1081,6 +1121,7 @@ static void test_async_punt_depth(void)
         ops->remove_file(e, slot);
         ops->destroy(e);
     }
+    close(other);
     close(fd);
 }
 
@@ -2290,6 +2331,7 @@ int main(int argc, char **argv)
     g_test_add_func("/io_uring/callback-resubmit", test_callback_resubmit);
     g_test_add_func("/io_uring/nested-poll", test_nested_poll);
     g_test_add_func("/io_uring/completion-burst", test_completion_burst);
+    g_test_add_func("/io_uring/completion-burst/no-loop-wait", test_completion_burst_no_loop_wait);
     g_test_add_func("/io_uring/fua", test_fua);
     g_test_add_func("/io_uring/discard-zeroes", test_discard_zeroes);
     g_test_add_func("/io_uring/blkdev-discard-zeroes", test_blkdev_discard_zeroes);
