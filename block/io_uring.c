@@ -1159,10 +1159,16 @@ static void luring_free(LuringEngine *e);
  * file at depth 32 that was one sleep per 8 reads, and it kept the thread
  * and the io-wq worker in lock-step (docs/devel/performance.md: tmpfs d32
  * 580k -> 900k reads/s). So: enters with min_complete 0, which never
- * wait, again as long as one posted anything. Not only while one posted a
- * whole batch of 20: items that post no CQE (a reissue, a re-armed poll, a
- * link's next request) count against the cap too.
+ * wait, again while one posted a whole batch of 20. A pass short of that
+ * may still have hit the cap (items that post no CQE, such as a reissue or
+ * a re-armed poll, count too); when the loop waits in our ring, its next
+ * wait runs what is left, so we stop there. Otherwise (no ring wait, or
+ * busy polling) nothing would: go on while a pass posts anything. Going on
+ * regardless costs an enter per pass while the io-wq worker keeps
+ * completing (zram d32: 0.7 enters per read, 1.1M -> 630k).
  */
+#define LURING_LOCAL_TW_BATCH 20
+
 static void luring_get_events(LuringEngine *e)
 {
     /* Bounded: each pass that goes on completed one of the requests in flight. */
@@ -1172,7 +1178,10 @@ static void luring_get_events(LuringEngine *e)
         if (io_uring_get_events(&e->ring) < 0 || e->iopoll) {
             return;     /* IOPOLL: one poll pass, as before */
         }
-        if (io_uring_smp_load_acquire(e->ring.cq.ktail) == tail) {
+        unsigned posted = io_uring_smp_load_acquire(e->ring.cq.ktail) - tail;
+
+        if (posted == 0 ||
+            (posted < LURING_LOCAL_TW_BATCH && e->loop_waiter && !e->polling)) {
             return;
         }
     }
