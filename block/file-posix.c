@@ -693,18 +693,24 @@ static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *
                                                     s->blkdev);
 
             s->punt_warned = true;
+            /* Measured 2026-12-06 (docs/devel/performance.md, the 03:11 run). */
             if (raw_auto_sync_ring(direct, s->nowait, s->ram_backed, s->blkdev)) {
                 warn_report("'%s' cannot take non-blocking I/O: io_uring hands every "
                             "request to a kernel worker thread, which costs a thread hop "
-                            "per request (measured 9x slower at queue depth 1 than a "
+                            "per request (measured 10x slower at queue depth 1 than a "
                             "synchronous read there); aio=auto would read synchronously "
                             "at low queue depth here", s->filename);
+            } else if (pick == &raw_aio_inline_ops) {
+                warn_report("'%s' cannot take non-blocking I/O: io_uring hands every "
+                            "request to a kernel worker thread, which costs a thread hop "
+                            "per request (measured 10-20x slower at queue depth 1 than a "
+                            "synchronous read there, about equal at depth 32); aio=auto "
+                            "would pick aio=inline here", s->filename);
             } else if (pick != s->ops) {
                 warn_report("'%s' cannot take non-blocking I/O: io_uring hands every "
                             "request to a kernel worker thread, which costs a thread hop "
                             "per request (measured 1.6-3x slower at queue depth 1 than "
-                            "aio=native or a synchronous read there); aio=auto would "
-                            "pick aio=%s here",
+                            "aio=native there); aio=auto would pick aio=%s here",
                             s->filename, pick->name);
             }
         }
