@@ -611,6 +611,28 @@ static void test_nested_poll(void)
 }
 
 /*
+ * n 4 KiB reads at off, off + 4096, ... into buf, submitted while plugged
+ * (so they reach the engine as one burst); waits for all, each must succeed.
+ */
+static void plugged_reads(RawAioEngine *e, TestReq *t, int n, int fd, int slot,
+                          uint64_t off, uint8_t *buf)
+{
+    int count = 0;
+
+    ops->plug(e);
+    for (int i = 0; i < n; i++) {
+        prep(&t[i], RAW_AIO_READ, fd, slot, off + (uint64_t)i * 4096, buf + i * 4096, 4096);
+        t[i].counter = &count;
+        g_assert_cmpint(raw_aio_submit(e, &t[i].req), ==, 0);
+    }
+    ops->unplug(e);
+    wait_count(&count, n);
+    for (int i = 0; i < n; i++) {
+        g_assert_cmpint(t[i].ret, ==, 0);
+    }
+}
+
+/*
  * A burst of completions larger than the kernel's per-enter budget for
  * deferred work (20 items since Linux 6.13): 128 reads punted to io-wq
  * finish together and queue their work at once. All of them must be
@@ -630,7 +652,6 @@ static void completion_burst(bool loop_wait)
     int fd = make_file_in(shm ? "/dev/shm" : scratch_dir, name, 0, FILE_SIZE);
     g_autofree uint8_t *buf = g_malloc(128 * 4096);
     g_autofree TestReq *t = g_new0(TestReq, 128);
-    int count;
 
     cfg.queue_depth = 128;
     cfg.async_punt = true;
@@ -640,15 +661,7 @@ static void completion_burst(bool loop_wait)
     e = create_engine(&cfg);
     g_unsetenv("RINGBLK_IO_URING_LOOP_WAIT");
     for (int round = 0; round < 20; round++) {
-        count = 0;
-        ops->plug(e);
-        for (int i = 0; i < 128; i++) {
-            prep(&t[i], RAW_AIO_READ, fd, -1, (uint64_t)i * 4096, buf + i * 4096, 4096);
-            t[i].counter = &count;
-            g_assert_cmpint(raw_aio_submit(e, &t[i].req), ==, 0);
-        }
-        ops->unplug(e);
-        wait_count(&count, 128);
+        plugged_reads(e, t, 128, fd, -1, 0, buf);
     }
     check_pattern(buf, 0, 128 * 4096);
     ops->destroy(e);
@@ -1062,7 +1075,6 @@ static void test_async_punt_depth(void)
         LuringStats st0, st1, st2;
         TestReq t[16];
         uint8_t *buf;
-        int count = 0;
 
         cfg.async_punt = true;
         cfg.queue_depth = 32;
@@ -1101,17 +1113,7 @@ static void test_async_punt_depth(void)
 
         /* 16 at once: unforced, registered buffers, the slot (file fd's bytes). */
         memset(buf, 0, 16 * 4096);
-        ops->plug(e);
-        for (int i = 0; i < 16; i++) {
-            prep(&t[i], RAW_AIO_READ, fd_arg, slot, (uint64_t)i * 4096, buf + i * 4096, 4096);
-            t[i].counter = &count;
-            g_assert_cmpint(raw_aio_submit(e, &t[i].req), ==, 0);
-        }
-        ops->unplug(e);
-        wait_count(&count, 16);
-        for (int i = 0; i < 16; i++) {
-            g_assert_cmpint(t[i].ret, ==, 0);
-        }
+        plugged_reads(e, t, 16, fd_arg, slot, 0, buf);
         check_pattern(buf, 0, 16 * 4096);
         luring_get_stats(e, &st2);
         g_assert_cmpuint(st2.async_sqes - st1.async_sqes, ==, 0);
@@ -1141,7 +1143,6 @@ static void test_sync_below(void)
     uint8_t back[4096];
     LuringStats st0, st1, st2, st3;
     TestReq t[16];
-    int count = 0;
 
     cfg.sync_below = 12;
     cfg.queue_depth = 32;
@@ -1167,17 +1168,7 @@ static void test_sync_below(void)
     g_assert_cmpuint(st1.sqes - st0.sqes, ==, 0);
 
     /* 16 at once: the first 12 synchronously, the other 4 through the ring. */
-    ops->plug(e);
-    for (int i = 0; i < 16; i++) {
-        prep(&t[i], RAW_AIO_READ, fd, -1, 65536 + (uint64_t)i * 4096, buf + i * 4096, 4096);
-        t[i].counter = &count;
-        g_assert_cmpint(raw_aio_submit(e, &t[i].req), ==, 0);
-    }
-    ops->unplug(e);
-    wait_count(&count, 16);
-    for (int i = 0; i < 16; i++) {
-        g_assert_cmpint(t[i].ret, ==, 0);
-    }
+    plugged_reads(e, t, 16, fd, -1, 65536, buf);
     check_pattern(buf, 65536, 16 * 4096);
     luring_get_stats(e, &st2);
     g_assert_cmpuint(st2.sync_rw - st1.sync_rw, ==, 12);
