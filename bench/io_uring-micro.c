@@ -161,13 +161,17 @@ int main(int argc, char **argv)
     luring_get_stats(engine, &ls);
     luring_get_info(engine, &li);
     printf("%s iops=%.0f lat_us=%.2f cpu_us_per_io=%.2f submit_calls_per_io=%.3f "
-           "setup_flags=0x%x ios=%llu\n", li.shared_fdmon_ring ? "shared-ring" : "own-ring",
+           "setup_flags=0x%x ios=%llu loop_waits_per_io=%.3f fd_wakeups_per_io=%.4f "
+           "eventfd_wakeups_per_io=%.4f sync_rw=%llu async_sqes=%llu\n", li.shared_fdmon_ring ? "shared-ring" : "own-ring",
            done_ios / el, el * 1e6 / done_ios * depth,
            ((ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec + ru1.ru_stime.tv_sec -
              ru0.ru_stime.tv_sec) * 1e6 + (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec +
              ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec)) / done_ios,
            (double)ls.enters / ls.submitted, li.setup_flags,
-           (unsigned long long)done_ios);
+           (unsigned long long)done_ios, (double)ls.loop_waits / ls.submitted,
+           (double)ls.loop_fd_wakeups / ls.submitted,
+           (double)ls.eventfd_wakeups / ls.submitted, (unsigned long long)ls.sync_rw,
+           (unsigned long long)ls.async_sqes);
     for (unsigned i = 0; i < depth; i++) {
         ops->buf_free(engine, slots[i].iov.iov_base, BS);
     }

@@ -154,6 +154,13 @@ typedef struct LuringEngine {
      * and a one-shot POLL_ADD on the loop's epoll fd wakes it for fd events.
      */
     bool loop_waiter;
+    /*
+     * The eventfd stays off after a loop wait, until the loop blocks
+     * elsewhere (luring_loop_release): the loop's next wait is in our ring
+     * again, and each signal meanwhile cost the io-wq worker an eventfd
+     * write and the loop a wasted wait (the epoll fd became ready).
+     */
+    bool evfd_parked;
     bool submit_deferred;              /* staged SQEs left for the loop's next wait */
     bool loop_poll_armed;              /* that POLL_ADD is in the kernel */
     int loop_poll_fd;                  /* the epoll fd it watches */
@@ -837,7 +844,8 @@ static void luring_flush(LuringEngine *e)
     }
     e->submit_deferred = false;
 #if LURING_EVENTFD_TOGGLE
-    if (!e->polling && !e->sqpoll && !e->iopoll && io_uring_sq_ready(&e->ring)) {
+    if (!e->polling && !e->evfd_parked && !e->sqpoll && !e->iopoll &&
+        io_uring_sq_ready(&e->ring)) {
         io_uring_cq_eventfd_toggle(&e->ring, false);
         luring_flush_ring(e);
         io_uring_cq_eventfd_toggle(&e->ring, true);
@@ -1224,7 +1232,7 @@ static inline bool luring_cb_leave(LuringEngine *e)
 static void luring_run_task_work(LuringEngine *e)
 {
 #if LURING_EVENTFD_TOGGLE
-    if (e->polling) {
+    if (e->polling || e->evfd_parked) {
         luring_get_events(e);               /* the eventfd is off already */
         return;
     }
@@ -1334,7 +1342,9 @@ static void luring_fd_read(void *opaque)
 {
     LuringEngine *e = opaque;
 
-    event_notifier_test_and_clear(&e->notifier);
+    if (event_notifier_test_and_clear(&e->notifier)) {
+        e->stats.eventfd_wakeups++;
+    }
     luring_reap(e);
 }
 
@@ -1368,6 +1378,7 @@ static void luring_poll_begin(void *opaque)
     LuringEngine *e = opaque;
 
     e->polling = true;
+    e->evfd_parked = false;     /* off either way; luring_poll_end() turns it on */
     io_uring_cq_eventfd_toggle(&e->ring, false);
 }
 
@@ -1417,8 +1428,35 @@ static void luring_loop_flush(void *opaque)
     }
 }
 
+/*
+ * The eventfd back on before the loop blocks outside our ring: what
+ * completed while it was off is in the CQ or the task-work flag (the same
+ * barrier-and-look as luring_poll_end(); the flag counts even when we
+ * believed it stale, as in luring_flush()).
+ */
+static void luring_evfd_unpark(LuringEngine *e)
+{
+    if (!e->evfd_parked) {
+        return;
+    }
+    e->evfd_parked = false;
+    io_uring_cq_eventfd_toggle(&e->ring, true);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (io_uring_cq_ready(&e->ring) ||
+        (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN))) {
+        e->taskrun_stale = false;
+        event_notifier_set(&e->notifier);
+    }
+}
+
+static void luring_loop_release(void *opaque)
+{
+    luring_evfd_unpark(opaque);
+}
+
 static void luring_loop_waiter_stop(LuringEngine *e, int err)
 {
+    luring_evfd_unpark(e);
     if (err != -EEXIST) {   /* luring_flush_ring() reports that one */
         warn_report("io_uring: the event loop no longer waits in the engine's ring: %s",
                     strerror(-err));
@@ -1539,9 +1577,11 @@ static int luring_loop_wait(void *opaque, int epfd, int64_t timeout_ns)
         ret = io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1,
                                                timeout_ns >= 0 ? &ts : NULL, NULL);
     }
-    io_uring_cq_eventfd_toggle(&e->ring, true);
-    /* As in luring_flush(): what arrived while it was off is in the CQ or the flag. */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    /*
+     * Left off (evfd_parked): the loop finds our completions with its poll
+     * function now and waits in our ring next, or releases us first.
+     */
+    e->evfd_parked = true;
     e->taskrun_stale = false;
     if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
         luring_loop_waiter_stop(e, ret);
@@ -1560,6 +1600,7 @@ static const AioRingWaiterOps luring_loop_waiter_ops = {
     .wanted = luring_loop_wanted,
     .wait = luring_loop_wait,
     .flush = luring_loop_flush,
+    .release = luring_loop_release,
 };
 
 /*
@@ -2714,6 +2755,8 @@ void luring_get_info(RawAioEngine *base, LuringInfo *info)
     info->restricted = e->shared ? aio_context_fdmon_ring_restricted(e->base.ctx) : e->restricted;
     info->registered_ring_fd = e->reg_ring_fd;
     info->loop_waiter = e->loop_waiter;
+    info->eventfd_enabled = e->ring.cq.kflags &&
+                            !(IO_URING_READ_ONCE(*e->ring.cq.kflags) & IORING_CQ_EVENTFD_DISABLED);
 }
 
 int luring_debug_nop(RawAioEngine *base)

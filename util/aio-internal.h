@@ -286,6 +286,15 @@ static inline void aio_ring_waiter_flush(AioContext *ctx)
     }
 }
 
+/* The loop may block outside the waiter's ring next: see AioRingWaiterOps.release. */
+static inline void aio_ring_waiter_release(AioContext *ctx)
+{
+    if (ctx->ring_waiter) {
+        ctx->ring_waiter->flush(ctx->ring_waiter_opaque);
+        ctx->ring_waiter->release(ctx->ring_waiter_opaque);
+    }
+}
+
 /* Rounds of newly scheduled BHs one aio_poll() pass runs after its dispatch. */
 #define AIO_POLL_EXTRA_BH_PASSES 2
 

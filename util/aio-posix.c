@@ -635,7 +635,7 @@ static void aio_wait_in_ring(AioContext *ctx, AioHandlerReadyList *ready, int64_
 
     if (ret < 0) {
         /* What the waiter kept for its wait must not sleep with us in epoll. */
-        aio_ring_waiter_flush(ctx);
+        aio_ring_waiter_release(ctx);
         ctx->fdmon_ops->wait(ctx, ready, timeout);
         return;
     }
@@ -745,7 +745,11 @@ bool aio_poll(AioContext *ctx, bool blocking)
             } else if (timeout != 0 && aio_ring_waiter_wanted(ctx)) {
                 aio_wait_in_ring(ctx, &ready, timeout);
             } else {
-                aio_ring_waiter_flush(ctx);
+                if (timeout != 0) {
+                    aio_ring_waiter_release(ctx);
+                } else {
+                    aio_ring_waiter_flush(ctx);
+                }
                 ctx->fdmon_ops->wait(ctx, &ready, timeout);
             }
             if (published) {
@@ -790,7 +794,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
 
     if (!blocking) {
         /* The caller may not come back soon: what callbacks submitted goes now. */
-        aio_ring_waiter_flush(ctx);
+        aio_ring_waiter_release(ctx);
     }
 
     /* The window adapts to how long this whole call waited. */

@@ -229,7 +229,7 @@ static gboolean aio_ctx_prepare(GSource *source, gint *timeout)
     int64_t ns;
 
     /* GLib's poll, not the ring, waits next. */
-    aio_ring_waiter_flush(ctx);
+    aio_ring_waiter_release(ctx);
     /* Same pairing as a blocking aio_poll(): publish, fence, then look. */
     __atomic_fetch_or(&ctx->notify_me, 1, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);

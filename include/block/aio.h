@@ -270,6 +270,13 @@ typedef struct AioRingWaiterOps {
      * is nothing to send.
      */
     void (*flush)(void *opaque);
+    /*
+     * The loop is about to block somewhere other than the ring (the fd
+     * monitor with a timeout, GLib's poll) or may not come back soon: the
+     * waiter makes its completions wake the fd monitor again (between its
+     * waits it may have left that off). Cheap when nothing changes.
+     */
+    void (*release)(void *opaque);
 } AioRingWaiterOps;
 
 /*

@@ -48,6 +48,7 @@ typedef struct LuringStats {
     uint64_t inline_reads;   /* page-cache hits read by preadv2(RWF_NOWAIT) at submit */
     uint64_t loop_waits;     /* blocking waits of the event loop in our ring */
     uint64_t loop_fd_wakeups;/* ... that ended because an fd became ready */
+    uint64_t eventfd_wakeups;/* runs of the eventfd handler that found it signalled */
 } LuringStats;
 
 void luring_get_stats(RawAioEngine *e, LuringStats *st);
@@ -65,6 +66,7 @@ typedef struct LuringInfo {
     bool restricted;
     bool registered_ring_fd;
     bool loop_waiter;        /* the event loop blocks in this ring (aio_context_set_ring_waiter) */
+    bool eventfd_enabled;    /* completions signal the eventfd now (no IORING_CQ_EVENTFD_DISABLED) */
 } LuringInfo;
 
 void luring_get_info(RawAioEngine *e, LuringInfo *info);

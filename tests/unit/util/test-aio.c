@@ -793,6 +793,7 @@ typedef struct FakeWaiter {
     int ret;                 /* < 0: fail without waiting */
     int waits;
     int flushes;
+    int releases;            /* the loop may block outside the ring next */
     int epfd;
     int64_t last_timeout;
 } FakeWaiter;
@@ -827,10 +828,16 @@ static void fake_flush(void *opaque)
     ((FakeWaiter *)opaque)->flushes++;
 }
 
+static void fake_release(void *opaque)
+{
+    ((FakeWaiter *)opaque)->releases++;
+}
+
 static const AioRingWaiterOps fake_waiter_ops = {
     .wanted = fake_wanted,
     .wait = fake_wait,
     .flush = fake_flush,
+    .release = fake_release,
 };
 
 /*
@@ -851,19 +858,28 @@ static void test_ring_waiter(void)
     aio_set_fd_handler(ctx, d.e.fd, false, fd_read_cb, NULL, NULL, NULL, &d);
     g_assert_true(aio_context_set_ring_waiter(ctx, &fake_waiter_ops, &w));
     g_assert_false(aio_context_set_ring_waiter(ctx, &fake_waiter_ops, &other));
-    /* A non-blocking pass never waits in the ring, and sends what it kept. */
+    /*
+     * A non-blocking pass never waits in the ring, sends what it kept and
+     * releases it (its caller may block elsewhere).
+     */
     aio_poll(ctx, false);
     g_assert_cmpstr(aio_context_fdmon_name(ctx), ==, "epoll");
     g_assert_cmpint(w.waits, ==, 0);
     g_assert_cmpint(w.flushes, >=, 1);
+    g_assert_cmpint(w.releases, ==, 1);
 
-    /* An fd event ends the waiter's wait and is dispatched; no flush: the wait submits. */
+    /*
+     * An fd event ends the waiter's wait and is dispatched; no flush (the
+     * wait submits) and no release (the loop blocked in the ring).
+     */
     w.flushes = 0;
+    w.releases = 0;
     event_notifier_set(&d.e);
     g_assert_true(aio_poll(ctx, true));
     g_assert_cmpint(d.reads, ==, 1);
     g_assert_cmpint(w.waits, ==, 1);
     g_assert_cmpint(w.flushes, ==, 0);
+    g_assert_cmpint(w.releases, ==, 0);
     g_assert_cmpint(w.last_timeout, ==, -1);
     g_assert_cmpint(w.epfd, >=, 0);
 
@@ -877,25 +893,29 @@ static void test_ring_waiter(void)
     g_assert_cmpint(w.last_timeout, <=, 5 * 1000 * 1000);
     aio_timer_free(t);
 
-    /* Not wanted: the fd monitor waits, after a flush. */
+    /* Not wanted: the fd monitor waits, after a flush and a release. */
     w.want = false;
     w.waits = 0;
     w.flushes = 0;
+    w.releases = 0;
     event_notifier_set(&d.e);
     g_assert_true(aio_poll(ctx, true));
     g_assert_cmpint(d.reads, ==, 2);
     g_assert_cmpint(w.waits, ==, 0);
     g_assert_cmpint(w.flushes, >=, 1);
+    g_assert_cmpint(w.releases, ==, 1);
 
     /* A wait that fails hands the same wait to the fd monitor, after a flush. */
     w.want = true;
     w.ret = -EBUSY;
     w.flushes = 0;
+    w.releases = 0;
     event_notifier_set(&d.e);
     g_assert_true(aio_poll(ctx, true));
     g_assert_cmpint(d.reads, ==, 3);
     g_assert_cmpint(w.waits, ==, 1);
     g_assert_cmpint(w.flushes, >=, 1);
+    g_assert_cmpint(w.releases, ==, 1);
 
     aio_context_clear_ring_waiter(ctx, &other);      /* not the waiter: no-op */
     aio_poll(ctx, false);
