@@ -325,6 +325,16 @@ static void raw_probe_alignment(BDRVRawState *s, int fd, int open_flags)
         (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align) {
         s->req_align = stx.stx_dio_offset_align;
         s->mem_align = MAX(stx.stx_dio_mem_align, 1);
+        if (s->blkdev && s->mem_align < s->req_align) {
+            /*
+             * A device may accept buffers aligned below its block size and
+             * still transfer whole blocks: zram on Linux 6.18 takes a
+             * 512-aligned O_DIRECT buffer (dma alignment 511, 4 KiB blocks)
+             * and writes the whole pages around it, corrupting memory
+             * before and after the buffer. Bounce such buffers instead.
+             */
+            s->mem_align = s->req_align;
+        }
         s->align_source = "statx";
         return;
     }

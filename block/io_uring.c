@@ -59,6 +59,7 @@
 
 #include "block/io_uring.h"
 #include "block/raw-aio.h"
+#include "linux-aio-batch.h"
 #include "util/thread-pool.h"
 
 /* Constants newer than Debian 12's headers (liburing 2.3, linux 6.1 uapi). */
@@ -139,6 +140,12 @@ typedef struct LuringEngine {
     RawAioReq *done_head, *done_tail;  /* synchronous results awaiting their BH */
     unsigned done_pending;             /* length of that list */
     unsigned sync_below;               /* cfg.sync_below: luring_rw_sync() */
+    /* sync_below requests of a plugged burst, run at the unplug in one io_submit. */
+    RawAioReq **sync_burst;            /* sync_below entries, from the first burst */
+    int *sync_rets;
+    unsigned sync_held;
+    LaioBatch *sync_batch;
+    bool sync_no_batch;                /* Linux AIO unusable: each runs alone */
 
     unsigned setup_flags;
     bool async_punt;                   /* IOSQE_ASYNC at low depth: luring_mark_async() */
@@ -1761,18 +1768,13 @@ static bool luring_read_inline(LuringEngine *e, RawAioReq *req)
  * the ring. A short or failed transfer is left to the ring, which has the
  * retry and error handling (the part already done is kept).
  */
-static bool luring_rw_sync(LuringEngine *e, RawAioReq *req)
+/* One sync_below request by itself; false when the ring must finish it. */
+static bool luring_rw_sync_one(LuringEngine *e, RawAioReq *req)
 {
-    ssize_t n;
+    ssize_t n = req->type == RAW_AIO_READ ?
+                preadv(req->fd, req->iov, req->niov, (off_t)req->offset) :
+                pwritev(req->fd, req->iov, req->niov, (off_t)req->offset);
 
-    if ((req->type != RAW_AIO_READ && req->type != RAW_AIO_WRITE) ||
-        e->inflight + e->done_pending >= e->sync_below || e->ovf_head ||
-        req->niov > IOV_MAX) {
-        return false;
-    }
-    n = req->type == RAW_AIO_READ ?
-        preadv(req->fd, req->iov, req->niov, (off_t)req->offset) :
-        pwritev(req->fd, req->iov, req->niov, (off_t)req->offset);
     if (n == (ssize_t)req->bytes) {
         e->stats.sync_rw++;
         luring_done_push(e, req, 0);
@@ -1782,6 +1784,65 @@ static bool luring_rw_sync(LuringEngine *e, RawAioReq *req)
         req->done = (uint64_t)n;
     }
     return false;
+}
+
+/*
+ * Plugged, the request is held instead and the whole burst runs at the
+ * unplug (luring_sync_burst_run()), as aio=inline does: two or more in
+ * one synchronous Linux AIO batch, where the kernel copies each in our
+ * thread inside io_submit. One syscall for the burst instead of one
+ * preadv each (zram O_DIRECT, the completions of one loop pass at depth
+ * 4-8: docs/devel/performance.md).
+ */
+static bool luring_rw_sync(LuringEngine *e, RawAioReq *req)
+{
+    if ((req->type != RAW_AIO_READ && req->type != RAW_AIO_WRITE) ||
+        e->inflight + e->done_pending + e->sync_held >= e->sync_below || e->ovf_head ||
+        req->niov > IOV_MAX) {
+        return false;
+    }
+    if (e->plugged && !e->sync_no_batch) {
+        if (!e->sync_burst) {
+            e->sync_burst = g_new(RawAioReq *, e->sync_below);
+            e->sync_rets = g_new(int, e->sync_below);
+        }
+        e->sync_burst[e->sync_held++] = req;
+        return true;
+    }
+    return luring_rw_sync_one(e, req);
+}
+
+/* Runs the held burst (before the ring's staged SQEs go, so a flush staged after it waits). */
+static void luring_sync_burst_run(LuringEngine *e)
+{
+    unsigned n = e->sync_held, ran = 0;
+    bool queued = false;
+
+    if (n == 0) {
+        return;
+    }
+    e->sync_held = 0;
+    if (n >= 2 && !e->sync_batch && !e->sync_no_batch) {
+        e->sync_batch = laio_batch_new();
+        e->sync_no_batch = !e->sync_batch;      /* not an error: each runs alone */
+    }
+    if (n >= 2 && e->sync_batch) {
+        ran = laio_batch_run(e->sync_batch, e->sync_burst, e->sync_rets, n);
+        for (unsigned i = 0; i < ran; i++) {
+            e->stats.sync_rw++;
+            luring_done_push(e, e->sync_burst[i], e->sync_rets[i]);
+        }
+        e->stats.sync_batches++;
+    }
+    for (unsigned i = ran; i < n; i++) {
+        if (!luring_rw_sync_one(e, e->sync_burst[i])) {
+            luring_enqueue(e, e->sync_burst[i]);
+            queued = true;
+        }
+    }
+    if (queued) {
+        luring_kick(e);
+    }
 }
 
 static int luring_submit(RawAioEngine *base, RawAioReq *req)
@@ -1853,8 +1914,11 @@ static void luring_unplug(RawAioEngine *base)
     LuringEngine *e = luring_of(base);
 
     g_assert(e->plugged > 0);
-    if (--e->plugged == 0 && luring_staged(e)) {
-        luring_kick(e);
+    if (--e->plugged == 0) {
+        luring_sync_burst_run(e);
+        if (luring_staged(e)) {
+            luring_kick(e);
+        }
     }
 }
 
@@ -2635,6 +2699,7 @@ static void luring_destroy(RawAioEngine *base)
     LuringEngine *e = luring_of(base);
 
     e->plugged = 0;
+    luring_sync_burst_run(e);
     if (e->loop_waiter) {
         aio_context_clear_ring_waiter(base->ctx, e);
         e->loop_waiter = false;
@@ -2716,6 +2781,11 @@ static void luring_free(LuringEngine *e)
     if (e->notifier.fd >= 0) {
         event_notifier_cleanup(&e->notifier);
     }
+    if (e->sync_batch) {
+        laio_batch_free(e->sync_batch);
+    }
+    g_free(e->sync_burst);
+    g_free(e->sync_rets);
     if (e->bufpool) {
         /* Orphan the pool; buffers still out keep it mapped until freed. */
         if (__atomic_fetch_or(&e->bufpool->state, 1, __ATOMIC_ACQ_REL) == 0) {

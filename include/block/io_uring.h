@@ -44,7 +44,8 @@ typedef struct LuringStats {
     uint64_t sync_ops;       /* operations done synchronously (ring cannot) */
     uint64_t fixed_buf_ops;  /* READ_FIXED / WRITE_FIXED */
     uint64_t async_sqes;     /* SQEs sent with IOSQE_ASYNC (async-punt, low depth) */
-    uint64_t sync_rw;        /* reads/writes done synchronously in submit (sync_below) */
+    uint64_t sync_rw;        /* reads/writes done synchronously (sync_below) */
+    uint64_t sync_batches;   /* ... plugged bursts of them run as one io_submit */
     uint64_t inline_reads;   /* page-cache hits read by preadv2(RWF_NOWAIT) at submit */
     uint64_t loop_waits;     /* blocking waits of the event loop in our ring */
     uint64_t loop_fd_wakeups;/* ... that ended because an fd became ready */

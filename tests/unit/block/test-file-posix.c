@@ -273,6 +273,23 @@ static void test_auto_zram_direct(void)
         close(fd);
         g_assert_cmpint(bdrv_pread(bs, 4096, 8192, buf, 0), ==, 0);
         g_assert_cmpmem(buf, 8192, ref, 8192);
+
+        /*
+         * Into a buffer 512-aligned but not page aligned, which zram
+         * accepts and then fills whole pages around (file-posix bounces):
+         * the bytes around it stay as they were.
+         */
+        uint8_t *area = NULL;
+        g_assert_cmpint(posix_memalign((void **)&area, 4096, 4 * 4096), ==, 0);
+        memset(area, 0xaa, 4 * 4096);
+        g_assert_cmpint(bdrv_pread(bs, 4096, 8192, area + 512, 0), ==, 0);
+        g_assert_cmpmem(area + 512, 8192, ref, 8192);
+        for (size_t j = 0; j < 4 * 4096; j++) {
+            if (j < 512 || j >= 512 + 8192) {
+                g_assert_cmpuint(area[j], ==, 0xaa);
+            }
+        }
+        free(area);
         bdrv_unref(bs);
     }
 }

@@ -28,6 +28,7 @@
 
 #include <glib.h>
 
+#include "config-host.h"
 #include "block/aio.h"
 #include "block/block.h"
 #include "block/io_uring.h"
@@ -1133,6 +1134,13 @@ static void test_async_punt_depth(void)
  * submit() and complete through the BH; the rest go to the ring. A short
  * transfer (EOF) is finished by the ring, zero-filled as usual.
  */
+/* Plugged sync_below bursts run as Linux AIO batches where libaio was built in. */
+#ifdef CONFIG_LINUX_AIO
+#define SYNC_BATCHES(n) (n)
+#else
+#define SYNC_BATCHES(n) 0
+#endif
+
 static void test_sync_below(void)
 {
     RawAioConfig cfg = default_cfg();
@@ -1167,12 +1175,64 @@ static void test_sync_below(void)
     g_assert_cmpuint(st1.sync_rw - st0.sync_rw, ==, 2);
     g_assert_cmpuint(st1.sqes - st0.sqes, ==, 0);
 
-    /* 16 at once: the first 12 synchronously, the other 4 through the ring. */
+    /*
+     * 16 at once (plugged): the first 12 synchronously, as one Linux AIO
+     * batch at the unplug, the other 4 through the ring.
+     */
     plugged_reads(e, t, 16, fd, -1, 65536, buf);
     check_pattern(buf, 65536, 16 * 4096);
     luring_get_stats(e, &st2);
     g_assert_cmpuint(st2.sync_rw - st1.sync_rw, ==, 12);
+    g_assert_cmpuint(st2.sync_batches - st1.sync_batches, ==, SYNC_BATCHES(1));
     g_assert_cmpuint(st2.sqes - st1.sqes, ==, 4);
+
+    /*
+     * A plugged burst of writes, reads and a read across EOF: each gets its
+     * data and result (the batch finishes a short transfer itself), and
+     * nothing runs before the unplug.
+     */
+    {
+        uint8_t wb[3][4096];
+        int count = 0;
+
+        ops->plug(e);
+        for (int i = 0; i < 3; i++) {
+            memset(wb[i], 0x30 + i, 4096);
+            prep(&t[i], RAW_AIO_WRITE, fd, -1, 131072 + (uint64_t)i * 4096, wb[i], 4096);
+            t[i].counter = &count;
+            g_assert_cmpint(raw_aio_submit(e, &t[i].req), ==, 0);
+        }
+        for (int i = 3; i < 5; i++) {
+            prep(&t[i], RAW_AIO_READ, fd, -1, (uint64_t)i * 4096, buf + i * 4096, 4096);
+            t[i].counter = &count;
+            g_assert_cmpint(raw_aio_submit(e, &t[i].req), ==, 0);
+        }
+        memset(buf + 8 * 4096, 0xaa, 8192);
+        prep(&t[5], RAW_AIO_READ, fd, -1, FILE_SIZE - 4096, buf + 8 * 4096, 8192);
+        t[5].counter = &count;
+        g_assert_cmpint(raw_aio_submit(e, &t[5].req), ==, 0);
+        g_assert_cmpint(pread(fd, back, 4096, 131072), ==, 4096);
+        check_pattern(back, 131072, 4096);         /* still held */
+        ops->unplug(e);
+        wait_count(&count, 6);
+        for (int i = 0; i < 6; i++) {
+            g_assert_cmpint(t[i].ret, ==, 0);
+        }
+        for (int i = 0; i < 3; i++) {
+            g_assert_cmpint(pread(fd, back, 4096, 131072 + (uint64_t)i * 4096), ==, 4096);
+            g_assert_cmpmem(back, 4096, wb[i], 4096);
+        }
+        check_pattern(buf + 3 * 4096, 3 * 4096, 2 * 4096);
+        check_pattern(buf + 8 * 4096, FILE_SIZE - 4096, 4096);
+        for (int i = 9 * 4096; i < 10 * 4096; i++) {
+            g_assert_cmpuint(buf[i], ==, 0);
+        }
+        luring_get_stats(e, &st3);
+        g_assert_cmpuint(st3.sync_rw - st2.sync_rw, ==, 6);
+        g_assert_cmpuint(st3.sync_batches - st2.sync_batches, ==, SYNC_BATCHES(1));
+        g_assert_cmpuint(st3.sqes - st2.sqes, ==, 0);
+        st2 = st3;
+    }
 
     /* Across EOF: the synchronous part is kept, the ring zero-fills the rest. */
     memset(buf, 0xaa, 8192);
