@@ -1430,6 +1430,27 @@ static gpointer late_bh_thread(gpointer opaque)
 }
 
 /*
+ * An engine on a new context (the global ctx) that the loop waits in;
+ * NULL, with the test skipped and the context gone, where the kernel
+ * cannot do that.
+ */
+static RawAioEngine *loop_waiter_engine(const RawAioConfig *cfg, LuringInfo *info)
+{
+    RawAioEngine *e;
+
+    ctx = aio_context_new(&error_abort);
+    e = create_engine(cfg);
+    luring_get_info(e, info);
+    if (!info->loop_waiter) {
+        g_test_skip("the kernel lacks IORING_FEAT_EXT_ARG (5.11)");
+        ops->destroy(e);
+        aio_context_unref(ctx);
+        return NULL;
+    }
+    return e;
+}
+
+/*
  * While requests are in flight the loop blocks in the engine's ring
  * (aio_context_set_ring_waiter), and everything else the loop watches must
  * still wake it: an fd handler (through the ring's POLL_ADD on the loop's
@@ -1461,13 +1482,8 @@ static void test_loop_wait(gconstpointer variant)
         cfg.fixed_files = RAW_AIO_ONOFFAUTO_ON;
         cfg.restrict_ops = RAW_AIO_ONOFFAUTO_ON;
     }
-    ctx = aio_context_new(&error_abort);
-    e = create_engine(&cfg);
-    luring_get_info(e, &info);
-    if (!info.loop_waiter) {
-        g_test_skip("the kernel lacks IORING_FEAT_EXT_ARG (5.11)");
-        ops->destroy(e);
-        aio_context_unref(ctx);
+    e = loop_waiter_engine(&cfg, &info);
+    if (!e) {
         ctx = saved;
         return;
     }
@@ -1635,13 +1651,8 @@ static void test_loop_wait_eventfd_parked(void)
     LateWrite lw;
     GThread *th;
 
-    ctx = aio_context_new(&error_abort);
-    e = create_engine(&cfg);
-    luring_get_info(e, &info);
-    if (!info.loop_waiter) {
-        g_test_skip("the kernel lacks IORING_FEAT_EXT_ARG (5.11)");
-        ops->destroy(e);
-        aio_context_unref(ctx);
+    e = loop_waiter_engine(&cfg, &info);
+    if (!e) {
         ctx = saved;
         return;
     }
