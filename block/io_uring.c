@@ -835,6 +835,25 @@ static void luring_mark_async(LuringEngine *e)
 }
 
 /*
+ * Turns the eventfd back on after we had it off. Work queued meanwhile
+ * signalled nothing and never will: after a full barrier (pairing with
+ * the kernel's "post work, then look at the disabled bit", see
+ * LURING_EVENTFD_TOGGLE), true when the CQ or the task-work flag shows
+ * some. The flag counts even when we believed it stale.
+ */
+static bool luring_evfd_on_missed_work(LuringEngine *e)
+{
+    io_uring_cq_eventfd_toggle(&e->ring, true);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (io_uring_cq_ready(&e->ring) ||
+        (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN))) {
+        e->taskrun_stale = false;
+        return true;
+    }
+    return false;
+}
+
+/*
  * Sends every filled SQE to the kernel (one io_uring_enter, barring errors).
  *
  * Requests that complete inside the submit (page-cache hits) post their
@@ -855,15 +874,7 @@ static void luring_flush(LuringEngine *e)
         io_uring_sq_ready(&e->ring)) {
         io_uring_cq_eventfd_toggle(&e->ring, false);
         luring_flush_ring(e);
-        io_uring_cq_eventfd_toggle(&e->ring, true);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        /*
-         * The task-work flag counts even when we believed it stale: work
-         * queued while the eventfd was off signals nothing, now or later.
-         */
-        if (io_uring_cq_ready(&e->ring) ||
-            (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN))) {
-            e->taskrun_stale = false;
+        if (luring_evfd_on_missed_work(e)) {
             luring_schedule_submit(e);
         }
         return;
@@ -1394,9 +1405,7 @@ static void luring_poll_end(void *opaque)
     LuringEngine *e = opaque;
 
     e->polling = false;
-    io_uring_cq_eventfd_toggle(&e->ring, true);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (luring_has_work(e)) {
+    if (luring_evfd_on_missed_work(e)) {
         event_notifier_set(&e->notifier);   /* rare: completed while disabled */
     }
 }
@@ -1435,23 +1444,14 @@ static void luring_loop_flush(void *opaque)
     }
 }
 
-/*
- * The eventfd back on before the loop blocks outside our ring: what
- * completed while it was off is in the CQ or the task-work flag (the same
- * barrier-and-look as luring_poll_end(); the flag counts even when we
- * believed it stale, as in luring_flush()).
- */
+/* The eventfd back on before the loop blocks outside our ring. */
 static void luring_evfd_unpark(LuringEngine *e)
 {
     if (!e->evfd_parked) {
         return;
     }
     e->evfd_parked = false;
-    io_uring_cq_eventfd_toggle(&e->ring, true);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (io_uring_cq_ready(&e->ring) ||
-        (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN))) {
-        e->taskrun_stale = false;
+    if (luring_evfd_on_missed_work(e)) {
         event_notifier_set(&e->notifier);
     }
 }
