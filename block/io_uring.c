@@ -134,6 +134,7 @@ typedef struct LuringEngine {
     bool submit_bh_pending;
     bool polling;                      /* the loop busy-polls us: eventfd off */
     bool taskrun_stale;                /* IORING_SQ_TASKRUN set with nothing to run */
+    bool taskrun_left;                 /* completion work left for the loop's next wait */
     bool zombie;                       /* destroyed from within one of our callbacks */
 
     RawAioReq *ovf_head, *ovf_tail;    /* waiting for free SQEs, FIFO */
@@ -848,6 +849,7 @@ static bool luring_evfd_on_missed_work(LuringEngine *e)
     if (io_uring_cq_ready(&e->ring) ||
         (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN))) {
         e->taskrun_stale = false;
+        e->taskrun_left = false;
         return true;
     }
     return false;
@@ -964,7 +966,11 @@ static inline void luring_kick(LuringEngine *e)
         luring_schedule_submit(e);
         return;
     }
-    if (e->reaping) {
+    if (e->reaping || aio_context_polling_here(e->base.ctx)) {
+        /*
+         * Inside aio_poll(ctx) (a reap, or a BH or handler that unplugs)
+         * the loop's next step is a wait that can submit this too.
+         */
         luring_flush_after_callbacks(e);
     } else {
         luring_flush(e);
@@ -1286,6 +1292,22 @@ static void luring_run_task_work(LuringEngine *e)
 
 static inline bool luring_has_work(LuringEngine *e);
 
+/*
+ * Completion work that arrived while the loop's wait in our ring returned
+ * (the device completes a batch over a few microseconds) can wait for the
+ * next such wait, which submits what these CQEs' callbacks refill and runs
+ * that work in the same enter: running it now costs an enter of its own
+ * (disk d32: two per batch of 32). Only with CQEs to handle meanwhile, and
+ * only where the loop's next step is bound to run it: a wait in our ring,
+ * or, if the loop blocks anywhere else, release() finding the flag; if it
+ * only looks first (a BH pending), flush() takes the mark back. Marked so
+ * that the poll function does not report it meanwhile.
+ */
+static inline bool luring_task_work_can_wait(LuringEngine *e)
+{
+    return e->loop_waiter && !e->polling && !e->sqpoll && io_uring_cq_ready(&e->ring);
+}
+
 /* Reaps every CQE, running callbacks; then refills from the FIFO and submits once. */
 static void luring_reap(LuringEngine *e)
 {
@@ -1293,7 +1315,12 @@ static void luring_reap(LuringEngine *e)
 
     luring_cb_enter(e);
     if (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
-        luring_run_task_work(e);
+        if (luring_task_work_can_wait(e)) {
+            e->taskrun_left = true;
+            e->stats.task_work_left++;
+        } else {
+            luring_run_task_work(e);
+        }
     }
     /*
      * Only the CQEs already there: a callback's submission that completes
@@ -1304,7 +1331,9 @@ static void luring_reap(LuringEngine *e)
     unsigned budget = 0;
     bool counted = false;
 
-    while (io_uring_peek_cqe(&e->ring, &cqe) == 0) {
+    /* liburing's peek at an empty CQ enters while IORING_SQ_TASKRUN is set. */
+    while ((!e->taskrun_left || io_uring_cq_ready(&e->ring)) &&
+           io_uring_peek_cqe(&e->ring, &cqe) == 0) {
         uint64_t ud = cqe->user_data;
         int res = cqe->res;
 
@@ -1369,7 +1398,7 @@ static void luring_fd_read(void *opaque)
 static inline bool luring_has_work(LuringEngine *e)
 {
     return io_uring_cq_ready(&e->ring) ||
-           (e->taskrun_flag && !e->taskrun_stale &&
+           (e->taskrun_flag && !e->taskrun_stale && !e->taskrun_left &&
             (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN));
 }
 
@@ -1436,6 +1465,7 @@ static void luring_loop_flush(void *opaque)
 {
     LuringEngine *e = opaque;
 
+    e->taskrun_left = false;    /* the loop looks before it waits: the look runs it */
     if (e->submit_deferred) {
         e->submit_deferred = false;
         if (!e->plugged) {
@@ -1590,6 +1620,7 @@ static int luring_loop_wait(void *opaque, int epfd, int64_t timeout_ns)
      */
     e->evfd_parked = true;
     e->taskrun_stale = false;
+    e->taskrun_left = false;
     if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
         luring_loop_waiter_stop(e, ret);
         return ret;
@@ -1646,6 +1677,18 @@ static void luring_submit_bh(void *opaque)
      */
     if (!e->plugged) {
         luring_flush_after_callbacks(e);
+    }
+    /*
+     * The reap above ran inside this BH, so its own cancel did not apply:
+     * each CQE with more behind it scheduled us again. Left pending, the
+     * loop's next pass would only look (a flush enter and a task-work enter
+     * per batch, never one wait that submits and collects: disk d32 0.13
+     * enters per read instead of 0.04).
+     */
+    if (e->submit_bh_pending && !e->reaping && !luring_has_work(e) &&
+        (!luring_staged(e) || e->submit_deferred || e->plugged)) {
+        e->submit_bh_pending = false;
+        aio_bh_cancel(e->submit_bh);
     }
 }
 
@@ -2855,6 +2898,18 @@ int luring_debug_nop_result(RawAioEngine *base, int *res)
     }
     *res = e->nop_res;
     return 1;
+}
+
+bool luring_debug_leave_task_work(RawAioEngine *base)
+{
+    LuringEngine *e = luring_of(base);
+
+    if (!e->loop_waiter || !e->taskrun_flag ||
+        !(IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
+        return false;
+    }
+    e->taskrun_left = true;
+    return true;
 }
 
 const RawAioOps raw_aio_io_uring_ops = {

@@ -5,9 +5,10 @@
  * A fixed array of request slots, each with a buffer from bdrv_blockalign()
  * (so fixed buffers apply), is allocated before the clock starts. A
  * completion callback refills its own slot at once; refills made while
- * aio_poll() dispatches a batch of completions are plugged, and the loop
- * unplugs after aio_poll() returns, so one burst reaches the engine as one
- * submission. No allocation, lock or syscall of our own per request; the
+ * aio_poll() dispatches a batch of completions are plugged, and a BH
+ * unplugs at the end of that aio_poll() pass, so one burst reaches the
+ * engine as one submission, from inside the loop as a device model's
+ * would (an engine may then leave it to the loop's next wait). No allocation, lock or syscall of our own per request; the
  * clock is read once per request, and only when latency is recorded
  * (--output=json): the completion time of one request is the submission
  * time of the refill that follows it in the same slot.
@@ -86,6 +87,7 @@ struct Bench {
     bool flush_in_flight;
     int in_flight;
     bool plugged;
+    AioBH *unplug_bh;         /* ends the plug in the aio_poll() pass that began it */
     int ret;                  /* first error */
 
     bool record_latency;
@@ -129,6 +131,26 @@ void img_bench_usage(void)
 /* ---- The request loop ------------------------------------------------------------- */
 
 static void bench_cb(void *opaque, int ret);
+
+static void bench_unplug(Bench *b)
+{
+    b->plugged = false;
+    aio_bh_cancel(b->unplug_bh);
+    bdrv_io_unplug(b->bs);
+}
+
+static void bench_unplug_bh(void *opaque)
+{
+    bench_unplug(opaque);
+}
+
+/* Runs in a completion callback: the BH unplugs once this pass's callbacks are done. */
+static void bench_plug(Bench *b)
+{
+    bdrv_io_plug(b->bs);
+    b->plugged = true;
+    aio_bh_schedule(b->unplug_bh);
+}
 
 static inline int64_t bench_next_offset(Bench *b)
 {
@@ -187,8 +209,7 @@ static void bench_flush_cb(void *opaque, int ret)
         b->flush_waiting = false;
         int64_t now = b->record_latency ? bench_now_ns() : 0;
         if (!b->plugged) {
-            bdrv_io_plug(b->bs);
-            b->plugged = true;
+            bench_plug(b);
         }
         while (b->nidle > 0 && b->submitted < b->count && b->ret == 0) {
             bench_submit(b, b->idle[--b->nidle], now);
@@ -243,8 +264,7 @@ static void bench_cb(void *opaque, int ret)
     }
     /* At depth 1 a burst is one request: plugging would only cost. */
     if (!b->plugged && b->depth > 1) {
-        bdrv_io_plug(b->bs);
-        b->plugged = true;
+        bench_plug(b);
     }
     bench_submit(b, s, now);
 }
@@ -262,8 +282,7 @@ static void bench_run(Bench *b)
            (b->ret == 0 && b->submitted < b->count)) {
         aio_poll(b->ctx, true);
         if (b->plugged) {
-            b->plugged = false;
-            bdrv_io_unplug(b->bs);
+            bench_unplug(b);   /* the BH had no pass left to run in */
         }
     }
 }
@@ -524,6 +543,7 @@ int img_bench(int argc, char **argv)
     Bench *b = g_new0(Bench, 1);
     b->bs = bs;
     b->ctx = bdrv_get_aio_context(bs);
+    b->unplug_bh = aio_bh_new(b->ctx, bench_unplug_bh, b);
     b->count = (uint64_t)count;
     b->depth = (int)depth;
     b->bufsize = bufsize;
@@ -644,6 +664,7 @@ out:
     }
     g_free(b->slots);
     g_free(b->idle);
+    aio_bh_delete(b->unplug_bh);
     g_free(b);
     bdrv_unref(bs);
     return ret;

@@ -703,6 +703,7 @@ static void aio_free_deleted_handlers(AioContext *ctx)
 }
 
 __thread int64_t aio_dispatch_ns;
+__thread AioContext *aio_polling_ctx;
 
 bool aio_poll(AioContext *ctx, bool blocking)
 {
@@ -710,9 +711,11 @@ bool aio_poll(AioContext *ctx, bool blocking)
     bool progress = false;
     int64_t start = -1;     /* when this call began to be willing to wait */
     int64_t outer_dispatch_ns = aio_dispatch_ns;   /* non-zero: nested in a dispatch */
+    AioContext *outer_polling_ctx = aio_polling_ctx;
 
     aio_fdmon_maybe_switch(ctx);
     ctx->walking_handlers++;
+    aio_polling_ctx = ctx;
 
     for (;;) {
         int64_t timeout = blocking ? aio_compute_timeout(ctx) : 0;
@@ -809,6 +812,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
     if (!outer_dispatch_ns) {
         aio_dispatch_ns = 0;
     }
+    aio_polling_ctx = outer_polling_ctx;
     if (--ctx->walking_handlers == 0) {
         aio_free_deleted_handlers(ctx);
     }

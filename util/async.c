@@ -44,7 +44,16 @@ static void aio_bh_enqueue(AioBH *bh, unsigned new_flags)
         } while (!__atomic_compare_exchange_n(&ctx->bh_list, &head, bh, true,
                                               __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
     }
-    aio_notify(ctx);
+    /*
+     * From inside aio_poll(ctx) the loop finds the BH on bh_list before it
+     * sleeps. A notification would also make its next pass only look, even
+     * after the BH was cancelled: the io_uring engine schedules and cancels
+     * its submit BH around every completion batch, and each such look cost
+     * an io_uring_enter (disk d32: 4 enters per 32 reads instead of 2).
+     */
+    if (!aio_context_polling_here(ctx)) {
+        aio_notify(ctx);
+    }
 }
 
 void aio_bh_schedule(AioBH *bh)

@@ -93,6 +93,18 @@ static inline int64_t aio_dispatch_time_ns(void)
 {
     return aio_dispatch_ns;
 }
+
+/*
+ * The context this thread's innermost aio_poll() runs, NULL outside one.
+ * Whatever that thread leaves for ctx's loop inside aio_poll(ctx) is seen
+ * before the loop blocks: a BH scheduled there needs no aio_notify(), and
+ * an engine may leave its submissions to the loop's next wait.
+ */
+extern __thread AioContext *aio_polling_ctx;
+static inline bool aio_context_polling_here(AioContext *ctx)
+{
+    return aio_polling_ctx == ctx;
+}
 /* Wakes a blocking aio_poll(ctx) from any thread. */
 void aio_notify(AioContext *ctx);
 

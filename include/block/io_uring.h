@@ -50,6 +50,7 @@ typedef struct LuringStats {
     uint64_t loop_waits;     /* blocking waits of the event loop in our ring */
     uint64_t loop_fd_wakeups;/* ... that ended because an fd became ready */
     uint64_t eventfd_wakeups;/* runs of the eventfd handler that found it signalled */
+    uint64_t task_work_left; /* reaps that left completion work to the loop's next wait */
 } LuringStats;
 
 void luring_get_stats(RawAioEngine *e, LuringStats *st);
@@ -80,6 +81,13 @@ void luring_get_info(RawAioEngine *e, LuringInfo *info);
  */
 int luring_debug_nop(RawAioEngine *e);
 int luring_debug_nop_result(RawAioEngine *e, int *res);
+
+/*
+ * If completion work waits to be run (IORING_SQ_TASKRUN) on an instance the
+ * loop waits in, marks it left for the loop's next wait, as a reap does
+ * when it finds CQEs besides, and returns true; else false.
+ */
+bool luring_debug_leave_task_work(RawAioEngine *e);
 
 /*
  * Override RINGBLK_IO_URING_TASKRUN ("defer", "plain", "coop"; NULL: the

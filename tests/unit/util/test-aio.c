@@ -238,6 +238,59 @@ static void test_bh_reschedule_in_callback(const void *data)
     aio_context_unref(ctx);
 }
 
+/* Schedules and cancels another BH, as an engine's submit BH around a batch. */
+static void bh_schedule_then_cancel(void *opaque)
+{
+    BHData *d = opaque;
+    d->runs++;
+    aio_bh_schedule(d->bh);
+    aio_bh_cancel(d->bh);
+}
+
+static void timer_set_flag(void *opaque)
+{
+    *(bool *)opaque = true;
+}
+
+/*
+ * A BH scheduled from inside aio_poll(ctx) on its own thread is found on the
+ * list before the loop sleeps, so it notifies nobody: one scheduled and
+ * cancelled there must not leave a wake-up behind that makes the next
+ * blocking aio_poll() return with nothing done (or, inside the loop, turn
+ * its wait into a look). From outside aio_poll() it still notifies.
+ */
+static void test_bh_cancel_in_callback_leaves_no_wakeup(const void *data)
+{
+    CTX_OR_SKIP(ctx, data);
+    BHData other = { 0 };
+    BHData d = { .bh = aio_bh_new(ctx, bh_log, &other) };
+    AioBH *bh = aio_bh_new(ctx, bh_schedule_then_cancel, &d);
+    bool fired = false;
+    AioTimer timer;
+
+    other.log = g_string_new("");
+    aio_bh_schedule(bh);
+    g_assert_true(aio_poll(ctx, false));
+    g_assert_cmpint(d.runs, ==, 1);
+
+    aio_timer_init(&timer, ctx, AIO_CLOCK_MONOTONIC, timer_set_flag, &fired);
+    aio_timer_mod_ns(&timer, aio_clock_get_ns(AIO_CLOCK_MONOTONIC) + 1000000);
+    g_assert_true(aio_poll(ctx, true));     /* progress: the timer, not a stale wake-up */
+    g_assert_true(fired);
+    g_assert_cmpint(other.runs, ==, 0);
+
+    /* Outside aio_poll() the same pair leaves a wake-up: nothing to run, returns. */
+    aio_bh_schedule(d.bh);
+    aio_bh_cancel(d.bh);
+    g_assert_false(aio_poll(ctx, true));
+    g_assert_cmpint(other.runs, ==, 0);
+
+    aio_bh_delete(bh);
+    aio_bh_delete(d.bh);
+    g_string_free(other.log, TRUE);
+    aio_context_unref(ctx);
+}
+
 static void bh_nested_poll(void *opaque)
 {
     BHData *d = opaque;
@@ -1712,6 +1765,8 @@ int main(int argc, char **argv)
     add_per_fdmon("/aio/bh/cancel", test_bh_cancel);
     add_per_fdmon("/aio/bh/reschedule-in-callback", test_bh_reschedule_in_callback);
     add_per_fdmon("/aio/bh/nested-poll", test_bh_nested);
+    add_per_fdmon("/aio/bh/cancel-in-callback-leaves-no-wakeup",
+                  test_bh_cancel_in_callback_leaves_no_wakeup);
     add_per_fdmon("/aio/poll/cross-thread-wakeup", test_notify_cross_thread);
     add_per_fdmon("/aio/timer/order", test_timer_order);
     add_per_fdmon("/aio/timer/precision", test_timer_precision);
