@@ -741,6 +741,7 @@ static int raw_choose_engine(BlockDriverState *bs, BDRVRawState *s, JsonObject *
         s->cfg.iopoll = bdrv_opt_bool(opts, "iopoll", false);
         s->cfg.restrict_ops = opt_on_off_auto(opts, "restrict");
         s->cfg.async_punt = raw_want_async_punt(s->nowait);
+        s->cfg.nowait = s->nowait == 1;
         s->cfg.share_ring = opt_on_off_auto(opts, "share-ring");
         if (!strcmp(s->aio_requested, "auto") &&
             raw_auto_sync_ring(direct, s->nowait, s->ram_backed, s->blkdev)) {

@@ -63,6 +63,7 @@ static bool config_equal(const RawAioConfig *a, const RawAioConfig *b)
            a->iopoll == b->iopoll &&
            a->restrict_ops == b->restrict_ops &&
            a->async_punt == b->async_punt &&
+           a->nowait == b->nowait &&
            a->share_ring == b->share_ring &&
            a->sync_below == b->sync_below;
 }

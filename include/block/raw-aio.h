@@ -92,6 +92,12 @@ typedef struct RawAioConfig {
     bool iopoll;
     RawAioOnOffAuto restrict_ops;     /* auto: restrict where the kernel supports it */
     bool async_punt;                  /* IOSQE_ASYNC: file cannot take non-blocking I/O */
+    /*
+     * The file takes non-blocking I/O (the RWF_NOWAIT probe): io_uring's
+     * completions come from the device, not from io-wq. Picks the ring's
+     * task-run mode (docs/devel/io_uring.md).
+     */
+    bool nowait;
     RawAioOnOffAuto share_ring;       /* io_uring: SQEs on the event loop's ring */
     /*
      * io_uring, set by aio=auto only: reads and writes submitted while fewer

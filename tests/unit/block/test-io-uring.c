@@ -2195,6 +2195,17 @@ static void test_default_defer(void)
         g_assert_true(info.defer_taskrun);
     }
     ops->destroy(e);
+
+    /*
+     * A file that takes non-blocking I/O (cfg.nowait, what file-posix sets
+     * from its probe) gets plain task running: its completions come from
+     * the device, not io-wq, and reach the CQ as they come.
+     */
+    cfg.nowait = true;
+    e = create_engine(&cfg);
+    luring_get_info(e, &info);
+    g_assert_false(info.defer_taskrun);
+    ops->destroy(e);
 }
 
 /* ---- Sharing the fd monitor's ring ------------------------------------------------------ */
