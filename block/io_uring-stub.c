@@ -81,6 +81,11 @@ int luring_debug_nop_result(RawAioEngine *e, int *res)
     return 0;
 }
 
+bool luring_debug_leave_task_work(RawAioEngine *e)
+{
+    return false;
+}
+
 const RawAioOps raw_aio_io_uring_ops = {
     .name = "io_uring",
     .available = luring_stub_available,
