@@ -8,7 +8,8 @@
  * aio_poll() dispatches a batch of completions are plugged, and a BH
  * unplugs at the end of that aio_poll() pass, so one burst reaches the
  * engine as one submission, from inside the loop as a device model's
- * would (an engine may then leave it to the loop's next wait). No allocation, lock or syscall of our own per request; the
+ * would (an engine may then leave it to the loop's next wait). No
+ * allocation, lock or syscall of our own per request; the
  * clock is read once per request, and only when latency is recorded
  * (--output=json): the completion time of one request is the submission
  * time of the refill that follows it in the same slot.
