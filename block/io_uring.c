@@ -206,6 +206,16 @@ static inline LuringEngine *luring_of(RawAioEngine *base)
     return (LuringEngine *)base;
 }
 
+/*
+ * Completion work waits in the kernel until we enter (deferred or
+ * cooperative task running); the kernel says so through a flag.
+ */
+static inline bool luring_task_work_flagged(const LuringEngine *e)
+{
+    return e->taskrun_flag &&
+           (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN);
+}
+
 /* ---- Probe (once per process) ------------------------------------------------ */
 
 typedef struct LuringCaps {
@@ -846,8 +856,7 @@ static bool luring_evfd_on_missed_work(LuringEngine *e)
 {
     io_uring_cq_eventfd_toggle(&e->ring, true);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (io_uring_cq_ready(&e->ring) ||
-        (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN))) {
+    if (io_uring_cq_ready(&e->ring) || luring_task_work_flagged(e)) {
         e->taskrun_stale = false;
         e->taskrun_left = false;
         return true;
@@ -1274,7 +1283,7 @@ static void luring_run_task_work(LuringEngine *e)
             luring_get_events(e);
             io_uring_cq_eventfd_toggle(&e->ring, true);
             __atomic_thread_fence(__ATOMIC_SEQ_CST);
-            if (!(IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
+            if (!luring_task_work_flagged(e)) {
                 e->taskrun_stale = false;
                 return;
             }
@@ -1314,7 +1323,7 @@ static void luring_reap(LuringEngine *e)
     struct io_uring_cqe *cqe;
 
     luring_cb_enter(e);
-    if (e->taskrun_flag && (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
+    if (luring_task_work_flagged(e)) {
         if (luring_task_work_can_wait(e)) {
             e->taskrun_left = true;
             e->stats.task_work_left++;
@@ -1398,8 +1407,7 @@ static void luring_fd_read(void *opaque)
 static inline bool luring_has_work(LuringEngine *e)
 {
     return io_uring_cq_ready(&e->ring) ||
-           (e->taskrun_flag && !e->taskrun_stale && !e->taskrun_left &&
-            (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN));
+           (!e->taskrun_stale && !e->taskrun_left && luring_task_work_flagged(e));
 }
 
 /* Busy poll: a look at the CQ tail and the task-work flag, no syscall. */
@@ -2910,8 +2918,7 @@ bool luring_debug_leave_task_work(RawAioEngine *base)
 {
     LuringEngine *e = luring_of(base);
 
-    if (!e->loop_waiter || !e->taskrun_flag ||
-        !(IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
+    if (!e->loop_waiter || !luring_task_work_flagged(e)) {
         return false;
     }
     e->taskrun_left = true;
