@@ -488,7 +488,7 @@ static void luring_offload(LuringEngine *e, RawAioReq *req, ThreadPoolFunc *fn)
  * appends it to the overflow FIFO. Synchronous operations also respect the
  * FIFO so they never overtake queued requests.
  */
-static void luring_enqueue(LuringEngine *e, RawAioReq *req)
+static inline void luring_enqueue(LuringEngine *e, RawAioReq *req)
 {
     unsigned need = luring_sqes_needed(req);
 
@@ -632,11 +632,12 @@ static inline uint64_t luring_user_data(LuringEngine *e, RawAioReq *req, unsigne
     return (uint64_t)(uintptr_t)req | (e->shared ? AIO_FDMON_CQE_FOREIGN_TAG : tag);
 }
 
-static struct io_uring_sqe *luring_get_sqe(LuringEngine *e)
+/* Out of line: the SQ had no free entry when we needed one. */
+static struct io_uring_sqe * G_GNUC_NO_INLINE luring_wait_sqe(LuringEngine *e)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(e->sq_ring);
+    struct io_uring_sqe *sqe = NULL;
 
-    while (G_UNLIKELY(!sqe)) {
+    while (!sqe) {
         int ret;
 
         /*
@@ -660,6 +661,13 @@ static struct io_uring_sqe *luring_get_sqe(LuringEngine *e)
         sqe = io_uring_get_sqe(e->sq_ring);
     }
     return sqe;
+}
+
+static inline struct io_uring_sqe *luring_get_sqe(LuringEngine *e)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(e->sq_ring);
+
+    return G_LIKELY(sqe) ? sqe : luring_wait_sqe(e);
 }
 
 /* Fills the SQE(s) for req's current step; the caller checked space. */
@@ -1580,7 +1588,6 @@ static int luring_loop_wait(void *opaque, int epfd, int64_t timeout_ns)
     LuringEngine *e = opaque;
     struct __kernel_timespec ts;
     struct io_uring_cqe *cqe;
-    unsigned head;
     int ret;
 
     luring_mark_async(e);      /* before our POLL_ADD joins the staged SQEs */
@@ -1646,8 +1653,18 @@ static int luring_loop_wait(void *opaque, int epfd, int64_t timeout_ns)
         luring_loop_waiter_stop(e, ret);
         return ret;
     }
-    io_uring_for_each_cqe(&e->ring, head, cqe) {
-        if (cqe->user_data == luring_loop_poll_ud(e->loop_poll_seq)) {
+    /*
+     * Whether our POLL_ADD is among the CQEs: one compare per CQE, the
+     * ring's 16-byte CQEs indexed directly (io_uring_for_each_cqe works the
+     * CQE size out again for each one).
+     */
+    const struct io_uring_cqe *cqes = e->ring.cq.cqes;
+    unsigned mask = e->ring.cq.ring_mask;
+    unsigned tail = io_uring_smp_load_acquire(e->ring.cq.ktail);
+    uint64_t poll_ud = luring_loop_poll_ud(e->loop_poll_seq);
+
+    for (unsigned head = *e->ring.cq.khead; head != tail; head++) {
+        if (cqes[head & mask].user_data == poll_ud) {
             e->stats.loop_fd_wakeups++;
             return 1;
         }
