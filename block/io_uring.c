@@ -23,7 +23,7 @@
  * (EOF) zero-fills the rest.
  *
  * In-flight SQEs never exceed the SQ size, and the CQ is twice that, so the
- * CQ cannot overflow. (SQPOLL: see luring_get_sqe() for the SQ head lag.)
+ * CQ cannot overflow. (SQPOLL: see luring_wait_sqe() for the SQ head lag.)
  *
  * What the ring cannot do (all but reads and writes on an IOPOLL ring; a
  * plain fd on a fixed-file-only restricted ring; -EOPNOTSUPP fallbacks)
@@ -633,7 +633,7 @@ static inline uint64_t luring_user_data(LuringEngine *e, RawAioReq *req, unsigne
 }
 
 /* Out of line: the SQ had no free entry when we needed one. */
-static struct io_uring_sqe * G_GNUC_NO_INLINE luring_wait_sqe(LuringEngine *e)
+static G_GNUC_NO_INLINE struct io_uring_sqe *luring_wait_sqe(LuringEngine *e)
 {
     struct io_uring_sqe *sqe = NULL;
 
@@ -674,7 +674,7 @@ static inline struct io_uring_sqe *luring_get_sqe(LuringEngine *e)
 static void luring_fill_sqes(LuringEngine *e, RawAioReq *req)
 {
     if (G_UNLIKELY(e->sqpoll) && luring_sqes_needed(req) == 2) {
-        /* Both halves of a link must go out together (see luring_get_sqe). */
+        /* Both halves of a link must go out together (see luring_wait_sqe). */
         while (io_uring_sq_space_left(&e->ring) < 2) {
             io_uring_submit(&e->ring);
             io_uring_sqring_wait(&e->ring);
@@ -1654,9 +1654,9 @@ static int luring_loop_wait(void *opaque, int epfd, int64_t timeout_ns)
         return ret;
     }
     /*
-     * Whether our POLL_ADD is among the CQEs: one compare per CQE, the
-     * ring's 16-byte CQEs indexed directly (io_uring_for_each_cqe works the
-     * CQE size out again for each one).
+     * Whether our POLL_ADD is among the CQEs: one compare per CQE against
+     * the tail read once (io_uring_for_each_cqe reloads the tail and works
+     * the CQE size out again for each one; this ring never has 32-byte CQEs).
      */
     const struct io_uring_cqe *cqes = e->ring.cq.cqes;
     unsigned mask = e->ring.cq.ring_mask;
