@@ -670,9 +670,42 @@ static inline struct io_uring_sqe *luring_get_sqe(LuringEngine *e)
     return G_LIKELY(sqe) ? sqe : luring_wait_sqe(e);
 }
 
+/*
+ * The common step: a whole read or write of one segment with no FUA or
+ * sync state, one SQE. What luring_fill_sqes() does for it, without the
+ * tests for everything else.
+ */
+static inline void luring_fill_rw_whole(LuringEngine *e, RawAioReq *req)
+{
+    struct io_uring_sqe *sqe = luring_get_sqe(e);
+    bool write = req->type == RAW_AIO_WRITE;
+    void *base = req->iov[0].iov_base;
+    size_t len = req->iov[0].iov_len;
+
+    if (luring_in_pool(e, base, len)) {
+        io_uring_prep_rw(write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED,
+                         sqe, req->fd, base, len, req->offset);
+        e->stats.fixed_buf_ops++;
+    } else {
+        io_uring_prep_rw(write ? IORING_OP_WRITE : IORING_OP_READ, sqe, req->fd,
+                         base, len, req->offset);
+    }
+    sqe->flags |= e->sqe_base_flags;
+    luring_set_file(e, sqe, req);
+    io_uring_sqe_set_data64(sqe, luring_user_data(e, req, TAG_MAIN));
+    req->engine_u64[0] = 1;     /* one CQE pending, no other state */
+    e->inflight++;
+    e->stats.sqes++;
+}
+
 /* Fills the SQE(s) for req's current step; the caller checked space. */
 static void luring_fill_sqes(LuringEngine *e, RawAioReq *req)
 {
+    if (G_LIKELY(!req->engine_u64[0] && !req->done && req->niov == 1 &&
+                 (req->type == RAW_AIO_READ || req->type == RAW_AIO_WRITE))) {
+        luring_fill_rw_whole(e, req);
+        return;
+    }
     if (G_UNLIKELY(e->sqpoll) && luring_sqes_needed(req) == 2) {
         /* Both halves of a link must go out together (see luring_wait_sqe). */
         while (io_uring_sq_space_left(&e->ring) < 2) {
