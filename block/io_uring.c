@@ -561,6 +561,22 @@ static inline bool luring_in_pool(const LuringEngine *e, const void *p, size_t l
            (size_t)(b - e->pool) <= e->pool_size - len;
 }
 
+/* One buffer: from the registered pool (buffer index 0) when it lies there. */
+static inline void luring_prep_segment(LuringEngine *e, struct io_uring_sqe *sqe,
+                                       const RawAioReq *req, bool write, void *base,
+                                       size_t len, uint64_t off)
+{
+    if (luring_in_pool(e, base, len)) {
+        io_uring_prep_rw(write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED,
+                         sqe, req->fd, base, len, off);
+        sqe->buf_index = 0;
+        e->stats.fixed_buf_ops++;
+        return;
+    }
+    io_uring_prep_rw(write ? IORING_OP_WRITE : IORING_OP_READ, sqe, req->fd,
+                     base, len, off);
+}
+
 static void luring_prep_rw(LuringEngine *e, struct io_uring_sqe *sqe, RawAioReq *req)
 {
     bool write = req->type == RAW_AIO_WRITE;
@@ -599,15 +615,7 @@ static void luring_prep_rw(LuringEngine *e, struct io_uring_sqe *sqe, RawAioReq 
     return;
 
 single:
-    if (luring_in_pool(e, base, len)) {
-        io_uring_prep_rw(write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED,
-                         sqe, req->fd, base, len, off);
-        sqe->buf_index = 0;
-        e->stats.fixed_buf_ops++;
-        return;
-    }
-    io_uring_prep_rw(write ? IORING_OP_WRITE : IORING_OP_READ, sqe, req->fd,
-                     base, len, off);
+    luring_prep_segment(e, sqe, req, write, base, len, off);
 }
 
 static void luring_prep_zeroes(struct io_uring_sqe *sqe, RawAioReq *req)
@@ -678,18 +686,9 @@ static inline struct io_uring_sqe *luring_get_sqe(LuringEngine *e)
 static inline void luring_fill_rw_whole(LuringEngine *e, RawAioReq *req)
 {
     struct io_uring_sqe *sqe = luring_get_sqe(e);
-    bool write = req->type == RAW_AIO_WRITE;
-    void *base = req->iov[0].iov_base;
-    size_t len = req->iov[0].iov_len;
 
-    if (luring_in_pool(e, base, len)) {
-        io_uring_prep_rw(write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED,
-                         sqe, req->fd, base, len, req->offset);
-        e->stats.fixed_buf_ops++;
-    } else {
-        io_uring_prep_rw(write ? IORING_OP_WRITE : IORING_OP_READ, sqe, req->fd,
-                         base, len, req->offset);
-    }
+    luring_prep_segment(e, sqe, req, req->type == RAW_AIO_WRITE, req->iov[0].iov_base,
+                        req->iov[0].iov_len, req->offset);
     sqe->flags |= e->sqe_base_flags;
     luring_set_file(e, sqe, req);
     io_uring_sqe_set_data64(sqe, luring_user_data(e, req, TAG_MAIN));
