@@ -53,6 +53,10 @@ void luring_debug_inject(RawAioEngine *e, int kind, int n)
 {
 }
 
+void luring_debug_race(RawAioEngine *e, uint32_t window, uint32_t run_windows)
+{
+}
+
 void luring_get_stats(RawAioEngine *e, LuringStats *st)
 {
     *st = (LuringStats){ 0 };

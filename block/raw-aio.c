@@ -65,7 +65,8 @@ static bool config_equal(const RawAioConfig *a, const RawAioConfig *b)
            a->async_punt == b->async_punt &&
            a->nowait == b->nowait &&
            a->share_ring == b->share_ring &&
-           a->sync_below == b->sync_below;
+           a->sync_below == b->sync_below &&
+           a->sync_race == b->sync_race;
 }
 
 RawAioEngine *raw_aio_engine_get(const RawAioOps *ops, AioContext *ctx,

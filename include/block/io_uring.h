@@ -33,6 +33,13 @@ typedef enum {
  */
 void luring_debug_inject(RawAioEngine *e, int kind, int n);
 
+/*
+ * Restarts the sync_race of an engine created with cfg.sync_race (no-op
+ * otherwise) with windows of `window` requests and `run_windows` windows
+ * between rounds (include/block/rate-race.h), so a test can see switches.
+ */
+void luring_debug_race(RawAioEngine *e, uint32_t window, uint32_t run_windows);
+
 /* Counters of one instance, for tests and tuning (not reset). */
 typedef struct LuringStats {
     uint64_t submitted;      /* requests accepted by submit() */
@@ -51,6 +58,8 @@ typedef struct LuringStats {
     uint64_t loop_fd_wakeups;/* ... that ended because an fd became ready */
     uint64_t eventfd_wakeups;/* runs of the eventfd handler that found it signalled */
     uint64_t task_work_left; /* reaps that left completion work to the loop's next wait */
+    uint64_t race_rounds;    /* sync_race rounds decided (luring_race_tick()) */
+    uint64_t race_sync_wins; /* ... that all-synchronous won */
 } LuringStats;
 
 void luring_get_stats(RawAioEngine *e, LuringStats *st);

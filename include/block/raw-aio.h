@@ -105,6 +105,12 @@ typedef struct RawAioConfig {
      * (a RAM-backed block device, where that is a memory copy); 0: never.
      */
     unsigned sync_below;
+    /*
+     * With sync_below, aio=auto only: time the split against running every
+     * read and write synchronously, on the live stream, and keep the
+     * faster (include/block/rate-race.h).
+     */
+    bool sync_race;
 } RawAioConfig;
 
 typedef struct RawAioEngine RawAioEngine;

@@ -170,6 +170,7 @@ static char *open_engine(const char *dir, const char *aio, bool direct, bool *pu
                     !strcmp(engine, "io_uring"));
     /* Synchronous low-depth I/O is for RAM-backed block devices only. */
     g_assert_cmpint(json_object_get_int_member(info.driver_specific, "sync-below"), ==, 0);
+    g_assert_false(json_object_get_boolean_member(info.driver_specific, "sync-race"));
     bdrv_node_info_clear(&info);
     bdrv_unref(bs);
     g_unlink(path);
@@ -263,6 +264,9 @@ static void test_auto_zram_direct(void)
         g_assert_true(json_object_get_boolean_member(info.driver_specific, "async-punt"));
         g_assert_cmpint(json_object_get_int_member(info.driver_specific, "sync-below"), ==,
                         cases[i].sync_below);
+        /* auto times the split against all-synchronous on the live stream */
+        g_assert_cmpint(json_object_get_boolean_member(info.driver_specific, "sync-race"), ==,
+                        cases[i].sync_below != 0);
         bdrv_node_info_clear(&info);
 
         /* The same bytes through the engine as through a plain read. */
