@@ -168,6 +168,14 @@ static char *open_engine(const char *dir, const char *aio, bool direct, bool *pu
     /* fixed-files=auto: a registered file exactly on io_uring rings (punting or not) */
     g_assert_cmpint(json_object_get_boolean_member(info.driver_specific, "fixed-file"), ==,
                     !strcmp(engine, "io_uring"));
+    /*
+     * fixed-buffers=auto: never through the page cache, where the kernel's
+     * copy from a registered buffer is the slower one (with O_DIRECT it
+     * depends on RLIMIT_MEMLOCK).
+     */
+    if (!direct || strcmp(engine, "io_uring")) {
+        g_assert_false(json_object_get_boolean_member(info.driver_specific, "fixed-buffers"));
+    }
     /* Synchronous low-depth I/O is for RAM-backed block devices only. */
     g_assert_cmpint(json_object_get_int_member(info.driver_specific, "sync-below"), ==, 0);
     g_assert_false(json_object_get_boolean_member(info.driver_specific, "sync-race"));
