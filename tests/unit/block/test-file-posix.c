@@ -169,11 +169,13 @@ static char *open_engine(const char *dir, const char *aio, bool direct, bool *pu
     g_assert_cmpint(json_object_get_boolean_member(info.driver_specific, "fixed-file"), ==,
                     !strcmp(engine, "io_uring"));
     /*
-     * fixed-buffers=auto: never through the page cache, where the kernel's
-     * copy from a registered buffer is the slower one (with O_DIRECT it
-     * depends on RLIMIT_MEMLOCK).
+     * fixed-buffers=auto: never through the page cache or on tmpfs, where
+     * the kernel's copy from a registered buffer is the slower one (with
+     * O_DIRECT elsewhere it depends on RLIMIT_MEMLOCK).
      */
-    if (!direct || strcmp(engine, "io_uring")) {
+    struct statfs sf;
+    g_assert_cmpint(statfs(dir, &sf), ==, 0);
+    if (!direct || sf.f_type == TMPFS_MAGIC || strcmp(engine, "io_uring")) {
         g_assert_false(json_object_get_boolean_member(info.driver_specific, "fixed-buffers"));
     }
     /* Synchronous low-depth I/O is for RAM-backed block devices only. */
