@@ -141,7 +141,7 @@ typedef struct LuringEngine {
     RawAioReq *ovf_head, *ovf_tail;    /* waiting for free SQEs, FIFO */
     RawAioReq *done_head, *done_tail;  /* synchronous results awaiting their BH */
     unsigned done_pending;             /* length of that list */
-    unsigned sync_below;               /* luring_rw_sync(): cfg's, or UINT_MAX (race) */
+    unsigned sync_below;               /* luring_rw_sync(): cfg's, or the race's arm 1 */
     unsigned sync_split;               /* cfg.sync_below */
     /* cfg.sync_race: the split against all synchronous, luring_race_tick() */
     bool sync_race;
@@ -1970,18 +1970,36 @@ static void luring_sync_burst_run(LuringEngine *e)
  * machine (zram d32: the ring won 1.4x on one VM, synchronous batches
  * 1.25x on another), so the engine times both on the live stream
  * (RateRace) and keeps the faster. Arm 0 is the split (sync_below as
- * configured), arm 1 runs everything it can synchronously. Windows of
+ * configured), arm 1 runs synchronously whatever finds fewer than a ring's
+ * worth outstanding. Windows of
  * 4096 requests (about 4 ms at 1M/s), and the winner runs 256 windows
  * between rounds: a round's loser costs under 1% of the time.
  */
 #define LURING_RACE_WINDOW 4096
 #define LURING_RACE_RUN    256
 
+/*
+ * sync_below for an arm. Arm 1 is capped at the ring's size, so that one
+ * plugged burst cannot keep the loop copying for longer than a ring's worth
+ * of requests (the race measures throughput, not the loop's latency).
+ */
+static unsigned luring_race_sync_below(const LuringEngine *e, unsigned arm)
+{
+    return arm ? MAX(e->sq_entries, e->sync_split) : e->sync_split;
+}
+
 static void luring_race_start(LuringEngine *e, uint32_t window, uint32_t run_windows)
 {
     if (e->sync_race) {
+        /* The stats count every round of the instance, across restarts. */
+        uint64_t rounds = e->race.rounds, picked0 = e->race.picked[0],
+                 picked1 = e->race.picked[1];
+
         rate_race_init(&e->race, 0, window, run_windows);
-        e->sync_below = e->race.arm ? UINT_MAX : e->sync_split;
+        e->race.rounds = rounds;
+        e->race.picked[0] = picked0;
+        e->race.picked[1] = picked1;
+        e->sync_below = luring_race_sync_below(e, e->race.arm);
     } else {
         e->race.left = UINT32_MAX;      /* luring_race_tick() only re-arms */
     }
@@ -1999,7 +2017,7 @@ static G_GNUC_NO_INLINE void luring_race_tick(LuringEngine *e)
         return;
     }
     unsigned arm = rate_race_tick(&e->race, aio_clock_get_ns(AIO_CLOCK_MONOTONIC));
-    e->sync_below = arm ? UINT_MAX : e->sync_split;
+    e->sync_below = luring_race_sync_below(e, arm);
 }
 
 void luring_debug_race(RawAioEngine *base, uint32_t window, uint32_t run_windows)
@@ -2768,7 +2786,6 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
     e->sqpoll = cfg->sqpoll;
     e->sync_below = e->sync_split = cfg->sync_below;
     e->sync_race = cfg->sync_race && cfg->sync_below;
-    luring_race_init(e);
     e->blk_discard_cmd = luring_caps.op_uring_cmd;
 
     e->inline_reads = !inl || strcmp(inl, "0") != 0;
@@ -2789,6 +2806,7 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
         e->done_bh = aio_bh_new(ctx, luring_done_bh, e);
         e->iopoll_bh = aio_bh_new(ctx, luring_iopoll_bh, e);
         luring_inject_from_env(e);
+        luring_race_init(e);
         return &e->base;
     }
     e->async_punt = cfg->async_punt;
@@ -2860,6 +2878,7 @@ static RawAioEngine *luring_create(AioContext *ctx, const RawAioConfig *cfg, Err
     }
 #endif
     luring_inject_from_env(e);
+    luring_race_init(e);
     return &e->base;
 
 fail:

@@ -1308,6 +1308,23 @@ static void test_sync_race(void)
     luring_debug_race(e, 64, 1);
     g_assert_cmpuint(race_burst(e, t, fd, 65536, buf, &sqes), ==, 16);
     g_assert_cmpuint(sqes, ==, 0);
+
+    /*
+     * Windows count requests, so the arms' stretches are known: requests
+     * 1-71 take arm 1 (8 settling, 64 measured), 72-143 the split (the
+     * tick comes before the request it counts). Bursts 2-4 (17-64) are
+     * all synchronous, burst 6 (81-96) splits 12 and 4.
+     */
+    for (int i = 1; i < 6; i++) {
+        uint64_t n = race_burst(e, t, fd, 0, buf, &sqes);
+
+        if (i < 4) {
+            g_assert_cmpuint(n, ==, 16);
+            g_assert_cmpuint(sqes, ==, 0);
+        }
+    }
+    g_assert_cmpuint(race_burst(e, t, fd, 0, buf, &sqes), ==, 12);
+    g_assert_cmpuint(sqes, ==, 4);
     luring_get_stats(e, &st);
     g_assert_cmpuint(st.race_rounds, ==, 0);
 
