@@ -88,7 +88,7 @@ static inline BdrvRequest *req_alloc(BlockDriverState *bs)
     if (req) {
         bs->free_reqs = req->next;
     } else {
-        req = g_new0(BdrvRequest, 1);
+        req = g_aligned_alloc0(1, sizeof(*req), BDRV_REQUEST_ALIGN);
     }
     req->bs = bs;
     req->flags = 0;
@@ -168,7 +168,7 @@ void bdrv_io_cleanup(BlockDriverState *bs)
         BdrvRequest *req = bs->free_reqs;
         bs->free_reqs = req->next;
         iovector_destroy(&req->frag_qiov);
-        g_free(req);
+        g_aligned_free(req);
     }
     assert(!bs->zero_buf);
 }

@@ -1397,19 +1397,40 @@ static void luring_reap(LuringEngine *e)
      */
     unsigned budget = 0;
     bool counted = false;
+    /* Fixed for the ring's life; locals so that callbacks do not force reloads. */
+    unsigned *khead = e->ring.cq.khead, *ktail = e->ring.cq.ktail;
+    const struct io_uring_cqe *cqes = e->ring.cq.cqes;
+    const unsigned mask = e->ring.cq.ring_mask;
 
-    /* liburing's peek at an empty CQ enters while IORING_SQ_TASKRUN is set. */
-    while ((!e->taskrun_left || io_uring_cq_ready(&e->ring)) &&
-           io_uring_peek_cqe(&e->ring, &cqe) == 0) {
-        uint64_t ud = cqe->user_data;
-        int res = cqe->res;
-
+    for (;;) {
         /*
-         * Counted after the first peek, which may itself run task work
-         * (liburing enters when IORING_SQ_TASKRUN is set) and post CQEs.
+         * Head and tail reloaded each time: a callback may nest aio_poll
+         * and reap some of these CQEs itself. This ring never has 32-byte
+         * CQEs, so a CQE is cqes[head & mask].
          */
+        unsigned head = *khead;
+        unsigned tail = io_uring_smp_load_acquire(ktail);
+
+        if (head == tail) {
+            /*
+             * Empty: liburing's peek enters to flush task work or an
+             * overflowed CQ when the kernel flags either (not while
+             * luring_task_work_can_wait() left the task work for later).
+             */
+            if (e->taskrun_left ||
+                !(IO_URING_READ_ONCE(*e->ring.sq.kflags) &
+                  (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) ||
+                io_uring_peek_cqe(&e->ring, &cqe) != 0) {
+                break;
+            }
+            continue;
+        }
+        uint64_t ud = cqes[head & mask].user_data;
+        int res = cqes[head & mask].res;
+
+        /* Counted at the first CQE, after any task work the peek ran. */
         if (!counted) {
-            budget = io_uring_cq_ready(&e->ring);
+            budget = tail - head;
             counted = true;
         }
         if (budget-- == 0) {
@@ -1418,8 +1439,8 @@ static void luring_reap(LuringEngine *e)
         }
 
         /* Consume first: the callback may nest aio_poll and reap again. */
-        io_uring_cqe_seen(&e->ring, cqe);
-        if (io_uring_cq_ready(&e->ring)) {
+        io_uring_smp_store_release(khead, head + 1);
+        if (tail != head + 1) {
             /*
              * More CQEs wait, and the eventfd signal that announced them is
              * consumed: a callback nesting a blocking aio_poll() until one
@@ -2025,9 +2046,51 @@ void luring_debug_race(RawAioEngine *base, uint32_t window, uint32_t run_windows
     luring_race_start(luring_of(base), window, run_windows);
 }
 
+/*
+ * The common request, decided in one test: a whole one-segment read, or a
+ * write without FUA, on a registered file (or a plain fd the ring takes),
+ * that goes straight into a free SQE: no synchronous split (sync_below),
+ * no inline page-cache read (only tried when the engine is idle and
+ * unplugged), nothing queued before it. What luring_submit_general()
+ * concludes for it, without its tests for everything else.
+ */
+static inline bool luring_submit_is_plain(const LuringEngine *e, const RawAioReq *req)
+{
+    G_STATIC_ASSERT(RAW_AIO_READ == 0 && RAW_AIO_WRITE == 1);
+
+    if ((unsigned)req->type > RAW_AIO_WRITE || req->niov != 1 ||
+        (unsigned)req->file_slot >= LURING_FILE_SLOTS ||
+        e->sync_below || e->ovf_head || e->inflight >= e->sq_entries) {
+        return false;
+    }
+    if (req->type == RAW_AIO_WRITE) {
+        return !(req->flags & RAW_AIO_FUA);
+    }
+    /* luring_read_inline() tries a page-cache read only when idle and unplugged. */
+    return !(req->flags & RAW_AIO_CACHED) || e->inflight || e->plugged;
+}
+
+static int luring_submit_general(LuringEngine *e, RawAioReq *req);
+
 static int luring_submit(RawAioEngine *base, RawAioReq *req)
 {
     LuringEngine *e = luring_of(base);
+
+    if (G_LIKELY(luring_submit_is_plain(e, req))) {
+        req->done = 0;
+        req->engine_priv[1] = e;
+        req->engine_u64[0] = 0;
+        req->engine_u64[1] = 0;
+        e->stats.submitted++;
+        luring_fill_rw_whole(e, req);
+        luring_kick(e);
+        return 0;
+    }
+    return luring_submit_general(e, req);
+}
+
+static G_GNUC_NO_INLINE int luring_submit_general(LuringEngine *e, RawAioReq *req)
+{
     uint64_t st = 0;
 
     if (G_UNLIKELY((unsigned)req->type >= RAW_AIO_TYPE_MAX)) {
