@@ -300,6 +300,7 @@ static void issue_frags(BdrvRequest *top, BdrvReqType type, int64_t off, int64_t
         int64_t n = MIN(bytes, max);
         BdrvRequest *frag = req_alloc(bs);
         frag->parent = top;
+        frag->fragment = true;
         frag->type = type;
         frag->flags = flags;
         frag->offset = off;
@@ -496,15 +497,13 @@ void bdrv_req_done(BdrvRequest *req, int ret)
      * The common case: a top request that went to the driver as it was (no
      * stage, bounce, tracking or fallback; see bdrv_aio_preadv()).
      */
-    if (G_LIKELY(!req->parent && ret != -ENOTSUP)) {
-        if (G_LIKELY(!req->slow)) {
-            req_complete(req, ret);
-            return;
-        }
-        if (req->stage == STAGE_DIRECT && !req->fallback) {
-            req_finish(req, ret);   /* e.g. a tracked write */
-            return;
-        }
+    if (G_LIKELY(!req->slow && ret != -ENOTSUP)) {
+        req_complete(req, ret);
+        return;
+    }
+    if (!req->fragment && ret != -ENOTSUP && req->stage == STAGE_DIRECT && !req->fallback) {
+        req_finish(req, ret);   /* e.g. a tracked write */
+        return;
     }
     req_done_slow(req, ret);
 }

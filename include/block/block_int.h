@@ -37,38 +37,27 @@ typedef struct BdrvRequest BdrvRequest;
  * driver reads (and the scratch space it may use); the rest belong to
  * block/io.c.
  *
- * Layout: a plain read or write touches only the first four cache lines
- * (the request, io.c's completion fields, the file engine's RawAioReq);
- * everything for splitting, bouncing and tracking comes after. Requests
- * are allocated cache-line aligned: on page-cache hits each 4 KiB copy
- * evicts much of L1, so every extra line a request touches is a miss.
+ * Layout: on page-cache hits each 4 KiB copy the kernel makes evicts much
+ * of L1 between a request's submission and its completion, so every line
+ * the completion touches is a miss. A plain read or write's completion
+ * reads line 0 (io.c's completion fields) and the first line of the file
+ * engine's RawAioReq (line 2); its submission writes lines 0-3. What
+ * splitting, bouncing and tracking need comes after. Requests are
+ * allocated cache-line aligned.
  */
 struct BdrvRequest {
-    /* line 0 -- driver: what to do */
+    /* line 0 -- io.c: completion */
     BlockDriverState *bs;
     BdrvReqType type;
     BdrvRequestFlags flags;
-    int64_t offset;
-    int64_t bytes;
-    struct iovec *iov;           /* read/write: the data (never modified by drivers) */
-    int niov;
-
-    /* io.c: the caller's request */
-    int ret;                     /* first error of the fragments */
     BlockCompletionFunc *cb;
     void *opaque;
-
-    /* line 1 */
-    IOVector *qiov;              /* caller's vector (read/write) */
-    BdrvRequest *parent;         /* set on fragments of a split/bounced request */
-    unsigned pending;            /* fragments in flight */
-    int later_ret;               /* bdrv_req_done_later's result */
     int64_t start_ns;            /* accounting */
     uint64_t acct_bytes;
     /*
      * Everything that takes a request off the direct path, in one word:
-     * zero means "a plain request at the driver", which completion checks
-     * with one load.
+     * zero means "a plain top request at the driver", which completion
+     * checks with one load.
      */
     union {
         struct {
@@ -78,13 +67,26 @@ struct BdrvRequest {
             bool tracked;        /* on the node's overlap list */
             bool serialising;    /* read-modify-write: waits for overlapping writes */
             bool waiting;        /* waiting for an overlap to clear */
+            bool fragment;       /* a piece of parent's */
         };
         uint64_t slow;
     };
-    void *bounce;                /* bdrv_blockalign'd copy of [align_offset, +align_bytes) */
-
     /* io.c: free list / deferred completion queue */
     BdrvRequest *next;
+
+    /* line 1 -- driver: what to do (bs, type and flags above) */
+    int64_t offset;
+    int64_t bytes;
+    struct iovec *iov;           /* read/write: the data (never modified by drivers) */
+    int niov;
+
+    /* io.c: the caller's request */
+    int ret;                     /* first error of the fragments */
+    IOVector *qiov;              /* caller's vector (read/write) */
+    BdrvRequest *parent;         /* set on fragments of a split/bounced request */
+    unsigned pending;            /* fragments in flight */
+    int later_ret;               /* bdrv_req_done_later's result */
+    void *bounce;                /* bdrv_blockalign'd copy of [align_offset, +align_bytes) */
 
     /* lines 2-3 -- driver: scratch space, valid from the driver op until bdrv_req_done() */
     RawAioReq raw;               /* file-posix: the engine request */
@@ -109,6 +111,7 @@ struct BdrvRequest {
 };
 
 #define BDRV_REQUEST_ALIGN 64
+G_STATIC_ASSERT(offsetof(BdrvRequest, offset) == BDRV_REQUEST_ALIGN);
 G_STATIC_ASSERT(offsetof(BdrvRequest, raw) == 2 * BDRV_REQUEST_ALIGN);
 
 /* Limits a driver reports in refresh_limits; io.c enforces them. */

@@ -56,6 +56,11 @@ typedef void RawAioCompletionFunc(void *opaque, int ret);
 
 typedef struct RawAioReq RawAioReq;
 struct RawAioReq {
+    /*
+     * The first 64 bytes are all a plain read or write's completion reads
+     * (on page-cache hits the kernel's copies evict the request from L1
+     * between submission and completion: each line touched is a miss).
+     */
     /* Public: filled by the caller before submit. */
     RawAioType type;
     unsigned flags;
@@ -63,16 +68,20 @@ struct RawAioReq {
     int file_slot;                /* from add_file(); -1 when the file is not registered */
     uint64_t offset;
     uint64_t bytes;               /* total length (read/write: sum of iov lengths) */
-    struct iovec *iov;            /* read/write only; the engine may not modify the array */
-    int niov;
     RawAioCompletionFunc *cb;     /* called exactly once, in the engine's AioContext */
     void *opaque;
 
     /* Private: owned by the engine from submit until cb returns. */
     uint64_t done;                /* bytes already transferred (short I/O resubmission) */
+    uint64_t engine_u64[2];
+
+    /* Public */
+    struct iovec *iov;            /* read/write only; the engine may not modify the array */
+    int niov;
+
+    /* Private */
     RawAioReq *next;              /* overflow / completion queues */
     void *engine_priv[4];
-    uint64_t engine_u64[2];
 };
 
 /* Engine configuration; filled from the file driver's options. */
