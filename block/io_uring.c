@@ -1406,7 +1406,10 @@ static void luring_reap(LuringEngine *e)
         /*
          * Head and tail reloaded each time: a callback may nest aio_poll
          * and reap some of these CQEs itself. This ring never has 32-byte
-         * CQEs, so a CQE is cqes[head & mask].
+         * CQEs, so a CQE is cqes[head & mask]; and it never holds
+         * liburing's own timeout CQEs (LIBURING_UDATA_TIMEOUT, which its
+         * peek skips): the only timed wait, luring_loop_wait(), needs
+         * IORING_FEAT_EXT_ARG, with which liburing posts none.
          */
         unsigned head = *khead;
         unsigned tail = io_uring_smp_load_acquire(ktail);
@@ -1414,12 +1417,14 @@ static void luring_reap(LuringEngine *e)
         if (head == tail) {
             /*
              * Empty: liburing's peek enters to flush task work or an
-             * overflowed CQ when the kernel flags either (not while
-             * luring_task_work_can_wait() left the task work for later).
+             * overflowed CQ when the kernel flags either, and to poll an
+             * IOPOLL ring (not while luring_task_work_can_wait() left the
+             * task work for later).
              */
             if (e->taskrun_left ||
-                !(IO_URING_READ_ONCE(*e->ring.sq.kflags) &
-                  (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) ||
+                (!(IO_URING_READ_ONCE(*e->ring.sq.kflags) &
+                   (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN)) &&
+                 !(e->iopoll && !e->sqpoll)) ||
                 io_uring_peek_cqe(&e->ring, &cqe) != 0) {
                 break;
             }
@@ -2048,8 +2053,7 @@ void luring_debug_race(RawAioEngine *base, uint32_t window, uint32_t run_windows
 
 /*
  * The common request, decided in one test: a whole one-segment read, or a
- * write without FUA, on a registered file (or a plain fd the ring takes),
- * that goes straight into a free SQE: no synchronous split (sync_below),
+ * write without FUA, on a registered file, that goes straight into a free SQE: no synchronous split (sync_below),
  * no inline page-cache read (only tried when the engine is idle and
  * unplugged), nothing queued before it. What luring_submit_general()
  * concludes for it, without its tests for everything else.

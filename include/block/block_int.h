@@ -39,11 +39,11 @@ typedef struct BdrvRequest BdrvRequest;
  *
  * Layout: on page-cache hits each 4 KiB copy the kernel makes evicts much
  * of L1 between a request's submission and its completion, so every line
- * the completion touches is a miss. A plain read or write's completion
- * reads line 0 (io.c's completion fields) and the first line of the file
- * engine's RawAioReq (line 2); its submission writes lines 0-3. What
- * splitting, bouncing and tracking need comes after. Requests are
- * allocated cache-line aligned.
+ * the completion touches is a miss. A plain read's completion reads
+ * line 0 (io.c's completion fields) and, with io_uring, the first line of
+ * the file engine's RawAioReq (line 2); its submission writes lines 0-3.
+ * What splitting, bouncing and tracking (which every write takes) need
+ * comes after. Requests are allocated cache-line aligned.
  */
 struct BdrvRequest {
     /* line 0 -- io.c: completion */
@@ -111,8 +111,9 @@ struct BdrvRequest {
 };
 
 #define BDRV_REQUEST_ALIGN 64
-G_STATIC_ASSERT(offsetof(BdrvRequest, offset) == BDRV_REQUEST_ALIGN);
-G_STATIC_ASSERT(offsetof(BdrvRequest, raw) == 2 * BDRV_REQUEST_ALIGN);
+/* The lines above, on LP64 (elsewhere only the order holds). */
+G_STATIC_ASSERT(sizeof(void *) != 8 || offsetof(BdrvRequest, offset) == BDRV_REQUEST_ALIGN);
+G_STATIC_ASSERT(sizeof(void *) != 8 || offsetof(BdrvRequest, raw) == 2 * BDRV_REQUEST_ALIGN);
 
 /* Limits a driver reports in refresh_limits; io.c enforces them. */
 typedef struct BlockLimits {

@@ -57,9 +57,10 @@ typedef void RawAioCompletionFunc(void *opaque, int ret);
 typedef struct RawAioReq RawAioReq;
 struct RawAioReq {
     /*
-     * The first 64 bytes are all a plain read or write's completion reads
-     * (on page-cache hits the kernel's copies evict the request from L1
-     * between submission and completion: each line touched is a miss).
+     * The first 64 bytes are all the io_uring engine's completion of a
+     * plain read or write reads (on page-cache hits the kernel's copies
+     * evict the request from L1 between submission and completion: each
+     * line touched is a miss). Other engines also use the second line.
      */
     /* Public: filled by the caller before submit. */
     RawAioType type;
