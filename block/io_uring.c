@@ -1447,6 +1447,14 @@ static void luring_reap(LuringEngine *e)
         io_uring_smp_store_release(khead, head + 1);
         if (tail != head + 1) {
             /*
+             * Page-cache hits: the kernel's copies evicted the next
+             * request since it was submitted; start loading it while this
+             * one's callback runs (a prefetch of a tag that is not a
+             * pointer does no harm).
+             */
+            __builtin_prefetch((const void *)(uintptr_t)
+                               (cqes[(head + 1) & mask].user_data & ~(uint64_t)TAG_MASK));
+            /*
              * More CQEs wait, and the eventfd signal that announced them is
              * consumed: a callback nesting a blocking aio_poll() until one
              * of them completes would sleep forever. The submit BH reaps
