@@ -2061,10 +2061,11 @@ void luring_debug_race(RawAioEngine *base, uint32_t window, uint32_t run_windows
 
 /*
  * The common request, decided in one test: a whole one-segment read, or a
- * write without FUA, on a registered file, that goes straight into a free SQE: no synchronous split (sync_below),
- * no inline page-cache read (only tried when the engine is idle and
- * unplugged), nothing queued before it. What luring_submit_general()
- * concludes for it, without its tests for everything else.
+ * write without FUA, on a registered file, that goes straight into a free
+ * SQE: no synchronous split (sync_below), no inline page-cache read (only
+ * tried when the engine is idle and unplugged), nothing queued before it.
+ * What luring_submit_general() concludes for it, without its tests for
+ * everything else.
  */
 static inline bool luring_submit_is_plain(const LuringEngine *e, const RawAioReq *req)
 {
@@ -2082,18 +2083,23 @@ static inline bool luring_submit_is_plain(const LuringEngine *e, const RawAioReq
     return !(req->flags & RAW_AIO_CACHED) || e->inflight || e->plugged;
 }
 
-static int luring_submit_general(LuringEngine *e, RawAioReq *req);
+/* The engine's state of a request it accepted; st: its ST_* flags. */
+static inline void luring_req_start(LuringEngine *e, RawAioReq *req, uint64_t st)
+{
+    req->done = 0;
+    req->engine_priv[1] = e;
+    req->engine_u64[0] = st;
+    req->engine_u64[1] = 0;
+    e->stats.submitted++;
+}
 
+static int luring_submit_general(LuringEngine *e, RawAioReq *req);
 static int luring_submit(RawAioEngine *base, RawAioReq *req)
 {
     LuringEngine *e = luring_of(base);
 
     if (G_LIKELY(luring_submit_is_plain(e, req))) {
-        req->done = 0;
-        req->engine_priv[1] = e;
-        req->engine_u64[0] = 0;
-        req->engine_u64[1] = 0;
-        e->stats.submitted++;
+        luring_req_start(e, req, 0);
         luring_fill_rw_whole(e, req);
         luring_kick(e);
         return 0;
@@ -2141,11 +2147,7 @@ static G_GNUC_NO_INLINE int luring_submit_general(LuringEngine *e, RawAioReq *re
         /* The ring accepts registered files only: a plain fd goes to a worker. */
         st = ST_SYNC;
     }
-    req->done = 0;
-    req->engine_priv[1] = e;
-    req->engine_u64[0] = st;
-    req->engine_u64[1] = 0;
-    e->stats.submitted++;
+    luring_req_start(e, req, st);
     if (e->sync_below && st == 0) {
         if (G_UNLIKELY(rate_race_count(&e->race))) {
             luring_race_tick(e);
